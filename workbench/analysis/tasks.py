@@ -1,0 +1,198 @@
+"""The task a model head defines: its inputs, its per-example loss and its predictions.
+
+Shared by finetune, evaluate, importance, mask search and pruning curves, so that "the loss" and
+"the score" mean the same thing everywhere:
+
+    sequence-classification  cross-entropy (num_labels > 1) or MSE (num_labels == 1)
+    causal-lm                next-token cross-entropy over real tokens
+    masked-lm                cross-entropy on 15% of the tokens, masked with a fixed seed
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workbench.analysis.metrics import classification_metrics, lm_metrics, regression_metrics
+from workbench.data.batching import Batch, Encodings, encode_texts
+from workbench.data.sources import LoadedDataset
+from workbench.errors import StepError
+from workbench.models.loading import LoadedModel
+
+MLM_PROBABILITY = 0.15
+
+
+@dataclass
+class TaskData:
+    encodings: Encodings
+    labels: torch.Tensor | None  # [examples]; None for language modelling
+    kind: str  # classification | regression | lm
+
+    def __len__(self) -> int:
+        return len(self.encodings)
+
+
+def prepare_task(loaded: LoadedModel, dataset: LoadedDataset) -> TaskData:
+    """Tokenize a text dataset for the model's head and check its labels fit that head."""
+    if dataset.kind != "text":
+        raise StepError(f"dataset '{dataset.name}' is a {dataset.kind} dataset; this step needs text")
+    encodings = encode_texts(loaded.tokenizer, dataset.texts(), dataset.spec.max_length)
+    kind = loaded.problem_type
+    if kind == "none":
+        raise StepError("the model has no task head; set model.head to sequence-classification, causal-lm or masked-lm")
+    if kind == "lm":
+        return TaskData(encodings, None, "lm")
+    labels = dataset.labels()
+    if labels is None:
+        raise StepError(f"dataset '{dataset.name}' has no label column (set `label:` in the recipe)")
+    if kind == "regression":
+        return TaskData(encodings, torch.tensor(labels, dtype=torch.float32), kind)
+    label_tensor = torch.tensor(labels, dtype=torch.long)
+    num_labels = loaded.model.config.num_labels
+    if label_tensor.min() < 0 or label_tensor.max() >= num_labels:
+        raise StepError(
+            f"labels of dataset '{dataset.name}' range over {int(label_tensor.min())}..{int(label_tensor.max())} "
+            f"but the model has num_labels={num_labels}"
+        )
+    return TaskData(encodings, label_tensor, kind)
+
+
+@dataclass
+class BatchLoss:
+    losses: torch.Tensor  # [batch] per-example loss (mean over the example's predicted tokens for LMs)
+    tokens: torch.Tensor  # [batch] number of predicted tokens (1 per example for classification)
+    outputs: torch.Tensor  # [batch] predicted class / value; [batch] summed NLL for LMs
+
+
+def batch_loss(loaded: LoadedModel, batch: Batch, task: TaskData, seed: int = 0) -> BatchLoss:
+    """Forward one batch and compute every example's loss, keeping the graph for backward."""
+    inputs = batch.model_inputs()
+    if task.kind == "lm" and loaded.head == "masked-lm":
+        inputs, targets = _mask_tokens(loaded, batch, seed)
+    elif task.kind == "lm":
+        targets = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+    logits = loaded.model(**inputs).logits
+    if task.kind == "classification":
+        labels = task.labels[batch.indices].to(logits.device)  # type: ignore[index]
+        losses = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        return BatchLoss(losses, torch.ones_like(losses), logits.argmax(-1))
+    if task.kind == "regression":
+        labels = task.labels[batch.indices].to(logits.device)  # type: ignore[index]
+        predictions = logits.float().squeeze(-1)
+        return BatchLoss((predictions - labels) ** 2, torch.ones_like(predictions), predictions)
+    if loaded.head == "causal-lm":
+        logits, targets = logits[:, :-1], targets[:, 1:]  # position t predicts token t+1
+    token_nll = torch.nn.functional.cross_entropy(
+        logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none"
+    )  # [batch, seq]
+    tokens = (targets != -100).sum(-1)
+    summed = token_nll.sum(-1)
+    return BatchLoss(summed / tokens.clamp(min=1), tokens, summed)
+
+
+def _mask_tokens(loaded: LoadedModel, batch: Batch, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Replace 15% of real, non-special tokens with [MASK]; the same tokens for the same example and seed."""
+    tokenizer = loaded.tokenizer
+    if tokenizer.mask_token_id is None:  # type: ignore[attr-defined]
+        raise StepError("a masked-lm head needs a tokenizer with a mask token")
+    special = torch.tensor(tokenizer.all_special_ids, device=batch.input_ids.device)  # type: ignore[attr-defined]
+    candidates = (batch.attention_mask == 1) & ~torch.isin(batch.input_ids, special)
+    chosen = torch.zeros_like(candidates)
+    for row, index in enumerate(batch.indices.tolist()):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        draws = torch.rand(batch.input_ids.shape[1], generator=generator).to(candidates.device)
+        chosen[row] = candidates[row] & (draws < MLM_PROBABILITY)
+        if not chosen[row].any() and candidates[row].any():
+            chosen[row, candidates[row].nonzero()[0, 0]] = True  # every example predicts at least one token
+    inputs = batch.model_inputs()
+    inputs["input_ids"] = batch.input_ids.masked_fill(chosen, tokenizer.mask_token_id)  # type: ignore[attr-defined]
+    return inputs, batch.input_ids.masked_fill(~chosen, -100)
+
+
+class ScoreAccumulator:
+    """Collects predictions over batches and turns them into the task's metrics."""
+
+    def __init__(self, task: TaskData):
+        self.task = task
+        self.predictions: list[torch.Tensor] = []
+        self.indices: list[torch.Tensor] = []
+        self.total_nll = 0.0
+        self.total_tokens = 0
+
+    def add(self, batch: Batch, loss: BatchLoss) -> None:
+        if self.task.kind == "lm":
+            self.total_nll += float(loss.outputs.detach().sum())
+            self.total_tokens += int(loss.tokens.sum())
+        else:
+            self.predictions.append(loss.outputs.detach().cpu())
+            self.indices.append(batch.indices)
+
+    def metrics(self) -> dict[str, float]:
+        if self.task.kind == "lm":
+            return lm_metrics(self.total_nll, self.total_tokens)
+        predictions = torch.cat(self.predictions).numpy()
+        labels = self.task.labels[torch.cat(self.indices)].numpy()  # type: ignore[index]
+        if self.task.kind == "regression":
+            return regression_metrics(labels.astype(np.float64), predictions.astype(np.float64))
+        return classification_metrics(labels, predictions)
+
+    def predictions_in_order(self) -> torch.Tensor | None:
+        """Predictions indexed by example (None for LMs)."""
+        if self.task.kind == "lm":
+            return None
+        order = torch.cat(self.indices)
+        predictions = torch.cat(self.predictions)
+        result = torch.empty_like(predictions)
+        result[order] = predictions
+        return result
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    seconds: float
+    examples: int
+    predictions: torch.Tensor | None  # [examples] in dataset order (None for LMs)
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else float("nan")
+
+
+def evaluate_task(
+    loaded: LoadedModel,
+    task: TaskData,
+    batch_size: int,
+    *,
+    gates: torch.Tensor | None = None,
+    seed: int = 0,
+    track: Callable[[Iterable[Batch], int], Iterable[Batch]] | None = None,
+) -> Evaluation:
+    """Score the model on a task under optional head gates (a head mask is gates of 0/1)."""
+    from workbench.data.batching import batch_order, collate
+    from workbench.models.attention import head_hooks
+
+    loaded.model.eval()
+    accumulator = ScoreAccumulator(task)
+    order = batch_order(task.encodings.lengths, batch_size)
+    batches = (collate(task.encodings, indices, loaded.device) for indices in order)
+    if track is not None:
+        batches = track(batches, len(order))  # type: ignore[assignment]
+    synchronize(loaded.device)
+    started = time.perf_counter()
+    with torch.inference_mode(), head_hooks(gates=gates):
+        for batch in batches:
+            accumulator.add(batch, batch_loss(loaded, batch, task, seed))
+    synchronize(loaded.device)
+    seconds = time.perf_counter() - started
+    return Evaluation(accumulator.metrics(), seconds, len(task), accumulator.predictions_in_order())
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so timings measure the work, not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

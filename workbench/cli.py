@@ -1,0 +1,198 @@
+"""`workbench`: run recipes and browse their results.
+
+The only module that prints errors and picks exit codes: a WorkbenchError becomes a red panel on
+stderr and exit code 2. Browsing commands (runs, show, compare, export) never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from workbench.errors import RecipeErrors, WorkbenchError
+
+app = typer.Typer(
+    name="workbench",
+    help="BERTology Workbench: declarative probing of transformer models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+StoreOption = Annotated[
+    Optional[Path],
+    typer.Option("--store", help="store folder (default: $WORKBENCH_HOME or ./store)", show_default=False),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="override a recipe field: --set datasets.dev.limit=64 (repeatable)", show_default=False),
+]
+
+
+def _store_dir(store: Path | None) -> Path:
+    from workbench.db.store import default_store_dir
+
+    return store or default_store_dir()
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="the recipe YAML file")],
+    set_: SetOption = None,
+    force: Annotated[
+        Optional[list[str]], typer.Option("--force", help="recompute this step even if cached ('*' for all)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and what is cached; run nothing")] = False,
+    store: StoreOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no summary at the end")] = False,
+) -> None:
+    """Run a recipe, or resume it: cached steps are loaded, the rest are computed."""
+    from workbench.executor import dry_run as plan_only
+    from workbench.executor import run_recipe
+    from workbench.recipe.loader import load_recipe
+
+    loaded = load_recipe(recipe, set_ or [])
+    store_dir = _store_dir(store)
+    if dry_run:
+        from workbench.ui.views import plan_table
+
+        out.print(plan_table(plan_only(loaded, store_dir, force or [])))
+        return
+    outcome = run_recipe(loaded, store_dir, force=force or [])
+    if not quiet:
+        from workbench.db.store import Store
+        from workbench.ui.views import run_summary
+
+        out.print(run_summary(Store.open(store_dir).get_run(outcome.run_id)))  # type: ignore[arg-type]
+
+
+@app.command()
+def validate(recipe: Annotated[Path, typer.Argument(help="the recipe YAML file")], set_: SetOption = None) -> None:
+    """Check a recipe (schema, references, cycles, files) without loading any model."""
+    from workbench.plan import build_plan
+    from workbench.recipe.loader import load_recipe
+
+    loaded = load_recipe(recipe, set_ or [])
+    plan = build_plan(loaded)
+    out.print(f"[green]ok[/green] {recipe}: {len(plan.steps)} steps ({', '.join(s.step_id for s in plan.steps)})")
+
+
+@app.command()
+def runs(
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    limit: Annotated[int, typer.Option(help="show at most this many runs")] = 50,
+) -> None:
+    """List the runs in the store, newest first."""
+    from workbench.db.store import Store
+    from workbench.ui.views import runs_json, runs_table
+
+    db = Store.open(_store_dir(store))
+    db.mark_dead_runs()
+    listed = db.list_runs(limit)
+    if as_json:
+        print(json.dumps(runs_json(listed), indent=1))
+    else:
+        out.print(runs_table(listed))
+
+
+@app.command()
+def show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="run id, recipe name (its latest run) or 'latest'")] = "latest",
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="every metric and score, machine-readable")] = False,
+    step: Annotated[Optional[list[str]], typer.Option("--step", help="only these steps (repeatable)")] = None,
+    score: Annotated[Optional[list[str]], typer.Option("--score", help="only these head/layer scores")] = None,
+) -> None:
+    """Show a run: its steps, metrics, heatmaps, curves and tables."""
+    from workbench.db.store import Store
+    from workbench.ui.views import run_json, run_view
+
+    db = Store.open(_store_dir(store))
+    db.mark_dead_runs()
+    detail = db.get_run(run_ref)
+    if as_json:
+        print(json.dumps(run_json(detail), indent=1))
+    else:
+        out.print(run_view(detail, step_ids=step, scores=score))
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(metavar="A")],
+    run_b: Annotated[str, typer.Argument(metavar="B")],
+    store: StoreOption = None,
+) -> None:
+    """Compare two runs: metric deltas and head-score difference heatmaps (B - A)."""
+    from workbench.db.store import Store
+    from workbench.ui.views import compare_view
+
+    db = Store.open(_store_dir(store))
+    out.print(compare_view(db.get_run(run_a), db.get_run(run_b)))
+
+
+@app.command()
+def export(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the zip file to write")],
+    store: StoreOption = None,
+) -> None:
+    """Bundle a run's recipe, results and provenance into a zip to share."""
+    from workbench.db.store import Store
+    from workbench.export import export_run
+
+    path = export_run(Store.open(_store_dir(store)).get_run(run_ref), output)
+    out.print(f"wrote {path}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into a message and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except WorkbenchError as error:
+        _print_error(error)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[magenta]interrupted[/magenta]")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as exit_:
+        code = getattr(exit_, "exit_code", None)
+        sys.exit(code if code is not None else getattr(exit_, "code", 0))
+    except Exception as error:  # click's usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(2)
+        if isinstance(error, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+def _print_error(error: WorkbenchError) -> None:
+    problems = error.errors if isinstance(error, RecipeErrors) else [error]
+    lines = []
+    for problem in problems:
+        lines.append(f"[bold]{_escape(problem.message)}[/bold]")
+        if problem.hint:
+            lines.append(f"  [italic]{_escape(problem.hint)}[/italic]")
+    title = f"{len(problems)} problems" if len(problems) > 1 else "error"
+    err.print(Panel("\n".join(lines), title=title, title_align="left", border_style="red"))
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""What a running step can reach: its datasets, models, upstream results, device and progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import torch
+
+from workbench.data.sources import LoadedDataset, load_dataset_spec
+from workbench.errors import StepError
+from workbench.progress import ProgressReporter
+from workbench.steps.base import StepParams, StepResult
+
+if TYPE_CHECKING:
+    from workbench.models.loading import LoadedModel
+    from workbench.plan import Plan, PlannedStep
+
+T = TypeVar("T")
+MODEL_FOLDER = "model"  # where steps that output a model save it, inside their files folder
+
+
+class RunResources:
+    """Shared by the steps of one run: loaded datasets and the results of finished steps."""
+
+    def __init__(self, plan: "Plan", device: torch.device, progress: ProgressReporter):
+        self.plan = plan
+        self.device = device
+        self.progress = progress
+        self.datasets: dict[str, LoadedDataset] = {}
+        self.results: dict[str, StepResult] = {}
+        self.resolved_commits: dict[str, str] = {}
+
+
+class StepContext:
+    def __init__(self, resources: RunResources, step: "PlannedStep", output_dir: Path):
+        self._resources = resources
+        self.step = step
+        self.output_dir = output_dir  # files written here become the step's files artifact
+
+    @property
+    def params(self) -> StepParams:
+        return self.step.params
+
+    @property
+    def device(self) -> torch.device:
+        return self._resources.device
+
+    @property
+    def seed(self) -> int:
+        return self._resources.plan.recipe.recipe.seed
+
+    @property
+    def recipe_dir(self) -> Path:
+        return self._resources.plan.recipe.base_dir
+
+    def dataset(self, name: str) -> LoadedDataset:
+        """A recipe dataset, loaded once per run."""
+        loaded = self._resources.datasets.get(name)
+        if loaded is None:
+            recipe = self._resources.plan.recipe
+            loaded = load_dataset_spec(name, recipe.recipe.datasets[name], recipe.base_dir)
+            if len(loaded) == 0:
+                raise StepError(f"dataset '{name}' is empty")
+            self._resources.datasets[name] = loaded
+        return loaded
+
+    def upstream(self, step_id: str) -> StepResult:
+        return self._resources.results[step_id]
+
+    def model(self, reference: str | None = None, *, head: str | None = None) -> "LoadedModel":
+        """A fresh copy of the recipe's model, or of the model another step produced."""
+        from workbench.models.loading import load_model
+        from workbench.models.sources import resolve_model_source
+
+        spec = self._resources.plan.recipe.recipe.model
+        if reference is None:
+            _, folder = resolve_model_source(spec.id, self.recipe_dir)
+            source = str(folder) if folder is not None else spec.id
+            revision = spec.revision
+        else:
+            try:
+                source = str(self.upstream(reference).file(MODEL_FOLDER))
+            except FileNotFoundError:
+                raise StepError(f"step '{reference}' produced no model") from None
+            revision = None
+        loaded = load_model(
+            source,
+            head=head or spec.head,
+            num_labels=spec.num_labels,
+            revision=revision,
+            dtype=spec.dtype,
+            device=self.device,
+        )
+        if reference is None and loaded.resolved_commit:
+            self._resources.resolved_commits[spec.id] = loaded.resolved_commit
+        return loaded
+
+    def track(self, items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        """Iterate with a progress bar labelled with the step id."""
+        label = f"{self.step.step_id}: {description}" if description else self.step.step_id
+        return self._resources.progress.track(items, total=total, description=label)
+
+    def bar(self, total: int | None, description: str = "") -> ContextManager[Callable[[int], None]]:
+        """A progress bar advanced by hand, for loops that are not a single iterable."""
+        return self._resources.progress.bar(total, f"{self.step.step_id}: {description}")
+
+    def log(self, message: str) -> None:
+        self._resources.progress.log(f"[dim]{self.step.step_id}:[/dim] {message}")
+
+    def reseed(self, offset: int = 0) -> None:
+        """Seed torch, numpy and random from the recipe seed (plus an offset) for a reproducible block."""
+        from workbench.device import seed_everything
+
+        seed_everything(self.seed + offset)

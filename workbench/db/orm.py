@@ -1,0 +1,107 @@
+"""SQLAlchemy 2.0 tables of the results store. Rows of these classes never leave workbench.db."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SqlRecipe(Base):
+    __tablename__ = "recipes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SqlRun(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recipe_id: Mapped[int] = mapped_column(ForeignKey("recipes.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # running | finished | failed | interrupted
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str | None] = mapped_column(String(50))
+    seed: Mapped[int] = mapped_column(Integer)
+    overrides: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of --set arguments
+    environment: Mapped[str] = mapped_column(Text, default="{}")  # JSON: versions, device, git commit
+    error: Mapped[str | None] = mapped_column(Text)
+
+    recipe: Mapped[SqlRecipe] = relationship()
+    steps: Mapped[list[SqlStep]] = relationship(back_populates="run", order_by="SqlStep.id")
+
+
+class SqlStep(Base):
+    __tablename__ = "steps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(50))
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # running | done | cached | failed | interrupted
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    params: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    data: Mapped[str] = mapped_column(Text, default="{}")  # JSON: curves, tables, iterations
+    error: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[SqlRun] = relationship(back_populates="steps")
+
+
+class SqlMetric(Base):
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    step_pk: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    value: Mapped[float | None] = mapped_column(Float)
+
+
+class SqlHeadScore(Base):
+    __tablename__ = "head_scores"
+    __table_args__ = (Index("ix_head_scores_step_name", "step_pk", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    step_pk: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    layer: Mapped[int] = mapped_column(Integer)
+    head: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)
+
+
+class SqlLayerScore(Base):
+    __tablename__ = "layer_scores"
+    __table_args__ = (Index("ix_layer_scores_step_name", "step_pk", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    step_pk: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    layer: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)
+
+
+class SqlArtifact(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    step_pk: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(Text)  # path inside the cache entry
+    kind: Mapped[str] = mapped_column(String(50))  # tensors | result | model | file
+    cache_key: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,218 @@
+"""Walk the plan: load a cached step, or run it and cache it; record everything in the store.
+
+A finished step is in the cache the moment it finishes, so a run that dies (even by SIGKILL)
+loses only the step it was in; the next run of the recipe starts from the cache. The store marks
+such a run 'interrupted' the next time anything opens it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.cache import Cache, CorruptEntry, EntryFile
+from workbench.context import RunResources, StepContext
+from workbench.db.store import Store, register_live_run, unregister_live_run
+from workbench.errors import RecipeError, WorkbenchError, did_you_mean
+from workbench.hashing import value_sha256
+from workbench.plan import Plan, PlannedStep, build_plan
+from workbench.progress import ProgressReporter
+from workbench.recipe.schema import LoadedRecipe
+from workbench.steps import STEP_TYPES
+from workbench.steps.base import StepResult
+
+
+@dataclass
+class StepOutcome:
+    step_id: str
+    kind: str
+    key: str
+    status: str  # done | cached | failed | interrupted | pending (dry run)
+    duration_s: float = 0.0
+    result: StepResult | None = None
+    note: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: int | None
+    status: str
+    steps: list[StepOutcome] = field(default_factory=list)
+    device: str | None = None
+
+    def step(self, step_id: str) -> StepOutcome:
+        return next(step for step in self.steps if step.step_id == step_id)
+
+
+class RunInterrupted(WorkbenchError):
+    """The run was stopped by Ctrl-C or SIGTERM; finished steps are cached."""
+
+
+def dry_run(loaded: LoadedRecipe, store_dir: Path, force: list[str] | None = None) -> RunOutcome:
+    """Which steps would run and which come from the cache; writes nothing."""
+    plan = build_plan(loaded)
+    forced = _forced_steps(plan, force or [])
+    cache = Cache(store_dir / "cache")
+    steps = [
+        StepOutcome(step.step_id, step.kind, step.key, "cached" if cache.has(step.key) and step.step_id not in forced else "pending")
+        for step in plan.steps
+    ]
+    return RunOutcome(None, "planned", steps)
+
+
+def run_recipe(
+    loaded: LoadedRecipe,
+    store_dir: Path,
+    *,
+    force: list[str] | None = None,
+    progress: ProgressReporter | None = None,
+) -> RunOutcome:
+    """Run (or resume) a recipe. Raises WorkbenchError after recording a failed step."""
+    from workbench.device import environment, pick_device, seed_everything
+
+    plan = build_plan(loaded)
+    forced = _forced_steps(plan, force or [])
+    device = pick_device(loaded.recipe.device)
+    store = Store.open(store_dir)
+    store.mark_dead_runs()
+    cache = Cache(store_dir / "cache")
+    progress = progress or ProgressReporter()
+    run_id = store.start_run(
+        name=loaded.name,
+        recipe_text=loaded.text,
+        recipe_path=str(loaded.path) if loaded.path else None,
+        recipe_hash=value_sha256(loaded.text),
+        seed=loaded.recipe.seed,
+        device=str(device),
+        overrides=loaded.overrides,
+        environment=environment(device, loaded.base_dir),
+    )
+    register_live_run(run_id)
+    outcome = RunOutcome(run_id, "running", device=str(device))
+    resources = RunResources(plan, device, progress)
+    try:
+        with progress, _stop_on_sigterm():
+            for step in plan.steps:
+                seed_everything(loaded.recipe.seed)
+                outcome.steps.append(_run_step(step, step.step_id in forced, resources, cache, store, run_id))
+    except KeyboardInterrupt:
+        outcome.status = "interrupted"
+        store.finish_run(run_id, "interrupted", "stopped by the user")
+        raise RunInterrupted("run interrupted; finished steps are cached and the next run resumes from them") from None
+    except BaseException as error:
+        outcome.status = "failed"
+        store.finish_run(run_id, "failed", _describe(error))
+        raise
+    finally:
+        unregister_live_run(run_id)
+        if resources.resolved_commits:
+            store.update_environment(run_id, {"model_commits": resources.resolved_commits})
+    outcome.status = "finished"
+    store.finish_run(run_id, "finished")
+    return outcome
+
+
+def _run_step(
+    step: PlannedStep, forced: bool, resources: RunResources, cache: Cache, store: Store, run_id: int
+) -> StepOutcome:
+    params_json = step.params.model_dump(mode="json")
+    step_pk = store.start_step(run_id, step.step_id, step.kind, step.key, params_json)
+    started = time.perf_counter()
+    note = None
+    if forced:
+        cache.discard(step.key)
+    elif cache.has(step.key):
+        try:
+            result, manifest = cache.load(step.key)
+        except CorruptEntry as error:
+            note = f"{error}; recomputing"
+            resources.progress.log(f"[yellow]warning:[/yellow] {note}")
+            cache.discard(step.key)
+        else:
+            resources.results[step.step_id] = result
+            _record(store, step_pk, "cached", time.perf_counter() - started, result, manifest, step.key)
+            return StepOutcome(step.step_id, step.kind, step.key, "cached", time.perf_counter() - started, result)
+
+    staging = cache.staging_dir(step.key)
+    try:
+        context = StepContext(resources, step, staging / "files")
+        result = STEP_TYPES[step.kind]().run(context, step.params)
+        manifest = cache.commit(step.key, staging, result)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        store.finish_step(step_pk, status=status, duration_s=time.perf_counter() - started, error=_describe(error))
+        raise
+    result.files_dir = cache.entry_dir(step.key) / "files" if (cache.entry_dir(step.key) / "files").is_dir() else None
+    resources.results[step.step_id] = result
+    duration = time.perf_counter() - started
+    _record(store, step_pk, "done", duration, result, manifest, step.key)
+    return StepOutcome(step.step_id, step.kind, step.key, "done", duration, result, note)
+
+
+def _record(
+    store: Store, step_pk: int, status: str, duration: float, result: StepResult, manifest: list[EntryFile], key: str
+) -> None:
+    store.finish_step(
+        step_pk,
+        status=status,
+        duration_s=duration,
+        metrics={name: float(value) for name, value in result.metrics.items()},
+        head_scores={name: grid.double().tolist() for name, grid in result.head_scores.items()},
+        layer_scores={name: line.double().tolist() for name, line in result.layer_scores.items()},
+        data=result.data,
+        artifacts=[
+            {"name": f.path, "kind": _artifact_kind(f.path), "cache_key": key, "sha256": f.sha256, "bytes": f.bytes}
+            for f in manifest
+        ],
+    )
+
+
+def _artifact_kind(path: str) -> str:
+    if path.startswith("files/model/"):
+        return "model"
+    if path.startswith("files/"):
+        return "file"
+    return "tensors" if path.endswith(".safetensors") else "result"
+
+
+def _forced_steps(plan: Plan, force: list[str]) -> set[str]:
+    if "*" in force or "all" in force:
+        return {step.step_id for step in plan.steps}
+    known = {step.step_id for step in plan.steps}
+    for step_id in force:
+        if step_id not in known:
+            raise RecipeError(f"--force {step_id}: no step with that id", hint=did_you_mean(step_id, known))
+    return set(force)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, WorkbenchError):
+        return str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return "".join(traceback.format_exception(error)).strip()
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so the run is recorded as interrupted."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,176 @@
+"""The workbench's own attention function: how we reach every head on Transformers 5.
+
+Transformers 5 has no `head_mask` and its default sdpa attention returns no weights. Models that
+dispatch through `AttentionInterface` call whatever function is registered under their
+`attn_implementation`, so we register one (`workbench`) that
+
+  * runs sdpa when nobody needs the attention weights, and an exact eager softmax when someone does;
+  * multiplies each head's output by its gate (Michel et al.'s xi_h), when gates are installed;
+  * hands the attention probabilities of every layer to observers, which keep streaming statistics
+    instead of storing [examples, layers, heads, seq, seq] maps.
+
+It also registers sdpa's mask builder under the same name: without one, Transformers builds no mask
+at all for an unknown implementation and padding would be attended silently.
+
+Gates and observers are installed by the `head_hooks` context manager and are gone when it exits.
+With no hooks active the function is plain sdpa.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import torch
+
+ATTENTION_NAME = "workbench"
+
+# observer(layer, head_ids [heads], probs [batch, heads, q_len, k_len]) -- probs are detached.
+Observer = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass
+class HeadHooks:
+    gates: torch.Tensor | None = None  # [layers, heads] | [batch, layers, heads] | [batch, seq, layers, heads]
+    observers: Sequence[Observer] = ()
+    eager: bool = False  # compute weights explicitly even without observers (a baseline, or a check)
+    discovered: list[torch.nn.Module] = field(default_factory=list)  # filled in discovery mode
+    discover: bool = False
+
+
+_ACTIVE: ContextVar[HeadHooks | None] = ContextVar("workbench_head_hooks", default=None)
+
+
+@contextmanager
+def head_hooks(
+    gates: torch.Tensor | None = None, observers: Sequence[Observer] = (), eager: bool = False
+) -> Iterator[HeadHooks]:
+    """Install gates and observers for the forward passes inside the block."""
+    hooks = HeadHooks(gates=gates, observers=tuple(observers), eager=eager)
+    token = _ACTIVE.set(hooks)
+    try:
+        yield hooks
+    finally:
+        _ACTIVE.reset(token)
+
+
+def register_workbench_attention() -> None:
+    """Make `attn_implementation="workbench"` available to every model (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, workbench_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+def number_attention_modules(model: torch.nn.Module, input_ids: torch.Tensor) -> list[torch.nn.Module]:
+    """Run one tiny forward pass and number the attention modules in the order they are called.
+
+    Not every architecture sets `layer_idx` on its attention modules; the call order always gives
+    the layer. Each module gets `wb_layer`, and `wb_head_ids` (the original ids of its heads) if
+    pruning has not set them already.
+    """
+    hooks = HeadHooks(discover=True)
+    token = _ACTIVE.set(hooks)
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids)
+    finally:
+        _ACTIVE.reset(token)
+    for layer, module in enumerate(hooks.discovered):
+        module.wb_layer = layer
+    return hooks.discovered
+
+
+def workbench_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # [batch, heads, q_len, head_dim]
+    key: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    value: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    attention_mask: torch.Tensor | None,  # bool [batch, 1, q_len, k_len] (True = attend) or additive, or None
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    hooks = _ACTIVE.get()
+    if hooks is not None and hooks.discover and module not in hooks.discovered:
+        hooks.discovered.append(module)
+    weights = None
+    if hooks is not None and (hooks.observers or hooks.eager):
+        output, weights = _eager_attention(module, query, key, value, attention_mask, dropout, scaling, is_causal)
+        layer, head_ids = _layer_and_heads(module, query.shape[1])
+        for observe in hooks.observers:
+            observe(layer, head_ids, weights.detach())
+    else:
+        output, _ = sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    # output: [batch, q_len, heads, head_dim]
+    if hooks is not None and hooks.gates is not None:
+        output = output * _gate_for_layer(hooks.gates, module, output)
+    return output, weights
+
+
+def _eager_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float,
+    scaling: float | None,
+    is_causal: bool | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scale + mask) v, returning the probabilities too."""
+    groups = query.shape[1] // key.shape[1]  # grouped-query attention: query heads per K/V head
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale  # [batch, heads, q_len, k_len]
+    if attention_mask is None:
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
+        q_len, k_len = scores.shape[-2:]
+        if causal and q_len > 1:
+            attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    attended = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(attended, value).transpose(1, 2).contiguous()  # [batch, q_len, heads, head_dim]
+    return output, probs
+
+
+def _layer_and_heads(module: torch.nn.Module, num_heads: int) -> tuple[int, torch.Tensor]:
+    layer = getattr(module, "wb_layer", None)
+    if layer is None:
+        layer = getattr(module, "layer_idx", None)
+    if layer is None:
+        raise RuntimeError(f"{type(module).__name__} has no layer number; load models with workbench.models.loading")
+    head_ids = getattr(module, "wb_head_ids", None)
+    if head_ids is None:
+        head_ids = torch.arange(num_heads)
+    return layer, head_ids
+
+
+def _gate_for_layer(gates: torch.Tensor, module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """The gates of this layer's heads, shaped to broadcast against [batch, q_len, heads, head_dim]."""
+    layer, head_ids = _layer_and_heads(module, output.shape[2])
+    head_ids = head_ids.to(gates.device)
+    if gates.dim() == 2:  # [layers, heads]
+        gate = gates[layer].index_select(0, head_ids)[None, None, :]
+    elif gates.dim() == 3:  # [batch, layers, heads]: one gate per example
+        gate = gates[:, layer].index_select(1, head_ids)[:, None, :]
+    elif gates.dim() == 4:  # [batch, seq, layers, heads]: one gate per token
+        gate = gates[:, :, layer].index_select(2, head_ids)
+    else:
+        raise ValueError(f"gates must have 2, 3 or 4 dimensions, got {tuple(gates.shape)}")
+    return gate.unsqueeze(-1).to(output.dtype)

@@ -1,0 +1,129 @@
+"""Recipe file -> LoadedRecipe, with every problem reported as file:line field: message.
+
+Two passes of pydantic: the recipe's own shape, then each step's parameters against the model of
+its kind. All problems of a pass are collected so the author can fix them in one go.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from workbench.errors import RecipeError, RecipeErrors, did_you_mean
+from workbench.recipe.overrides import apply_overrides
+from workbench.recipe.schema import LoadedRecipe, Recipe
+from workbench.recipe.yaml_source import FieldPath, SourceMap, load_yaml_file
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
+    """Read, override and validate a recipe (schema, step parameters, references, files)."""
+    from workbench.recipe.checks import check_semantics
+
+    path = Path(path)
+    overrides = list(overrides or [])
+    text, document, source = load_yaml_file(path)
+    if not isinstance(document, dict):
+        raise RecipeError("a recipe must be a mapping (version:, name:, model:, steps:, ...)", file=str(path), line=1)
+    document, overridden = apply_overrides(document, overrides)
+    locate = _Locator(source, overridden)
+
+    recipe = _validate(Recipe, document, (), locate)
+    steps = _validate_steps(recipe.steps, locate)
+    loaded = LoadedRecipe(recipe, steps, path=path, text=text, source=source, overrides=overrides)
+    check_semantics(loaded, locate)
+    return loaded
+
+
+class _Locator:
+    """Turns a field path into a RecipeError at the right file and line."""
+
+    def __init__(self, source: SourceMap, overridden: set[FieldPath]):
+        self.source = source
+        self.overridden = overridden
+
+    def error(self, path: FieldPath, message: str, *, hint: str | None = None, key: bool = False) -> RecipeError:
+        field = ".".join(str(part) for part in path) or None
+        if any(path[: len(touched)] == touched for touched in self.overridden):
+            return RecipeError(message, file="--set", field=field, hint=hint)
+        line = self.source.key_line_of(path) if key else self.source.line_of(path)
+        return RecipeError(message, file=self.source.file, line=line, field=field, hint=hint)
+
+
+def _validate(model: type[BaseModel], value: Any, prefix: FieldPath, locate: _Locator) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        problems = [_explain(item, model, value, prefix, locate) for item in error.errors()]
+        raise RecipeErrors(problems) if len(problems) > 1 else problems[0] from None
+
+
+def _validate_steps(steps: dict[str, Any], locate: _Locator) -> dict[str, Any]:
+    from workbench.steps import STEP_TYPES
+
+    validated: dict[str, Any] = {}
+    problems: list[RecipeError] = []
+    for step_id, spec in steps.items():
+        path: FieldPath = ("steps", step_id)
+        if not isinstance(spec, dict):
+            problems.append(locate.error(path, "a step must be a mapping with a 'kind'"))
+            continue
+        kind = spec.get("kind")
+        if kind is None:
+            problems.append(locate.error(path, "missing 'kind'", hint=f"known kinds: {', '.join(sorted(STEP_TYPES))}"))
+            continue
+        if kind not in STEP_TYPES:
+            problems.append(
+                locate.error(path + ("kind",), f"unknown step kind '{kind}'", hint=did_you_mean(str(kind), STEP_TYPES))
+            )
+            continue
+        try:
+            validated[step_id] = _validate(STEP_TYPES[kind].Params, spec, path, locate)
+        except RecipeErrors as many:
+            problems.extend(many.errors)
+        except RecipeError as one:
+            problems.append(one)
+    if problems:
+        raise RecipeErrors(problems) if len(problems) > 1 else problems[0]
+    return validated
+
+
+def _explain(item: dict[str, Any], model: type[BaseModel], value: Any, prefix: FieldPath, locate: _Locator) -> RecipeError:
+    """One pydantic error -> one RecipeError in the recipe author's words."""
+    location = tuple(part for part in item["loc"] if not _is_union_tag(part))
+    path = prefix + location
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        name = str(location[-1])
+        known = _known_fields(model, location[:-1])
+        return locate.error(path, f"unknown field '{name}'", hint=did_you_mean(name, known), key=True)
+    if kind == "missing":
+        return locate.error(path, "missing required field")
+    given = item.get("input")
+    message = item["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return locate.error(path, f"{message[0].lower()}{message[1:]}, got {given!r}")
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic adds the tried member type to the location of union errors ("str", "list[str]", ...)
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool", "none", "dict"})
+
+
+def _known_fields(model: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model at `location`, for suggestions."""
+    current: Any = model
+    for part in location:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        current = annotation if isinstance(annotation, type) else getattr(annotation, "__args__", [None])[-1]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+

@@ -1,0 +1,123 @@
+"""The typed recipe (format version 1).
+
+Step parameters are validated in a second pass by each step kind's own `Params` model
+(workbench/steps), so this module only knows that a step is a mapping with a `kind`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workbench.recipe.yaml_source import SourceMap
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+MODEL_HEADS = ("base", "sequence-classification", "causal-lm", "masked-lm")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; values are not silently coerced from the wrong type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    id: str = Field(min_length=1, description="hub id, local directory, or pkg:<python package>/<subdir>")
+    revision: str | None = Field(None, description="hub commit, branch or tag")
+    head: Literal["base", "sequence-classification", "causal-lm", "masked-lm"] = "base"
+    num_labels: int | None = Field(None, ge=1, description="classes of a classification head; 1 = regression")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class DatasetSpec(BaseModel):
+    """A dataset. Keys not named here pass through to the builder (e.g. `delimiter` for csv)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    path: str = Field(min_length=1, description="a hub dataset, a datasets builder, or conllu/python_code/agreement")
+    name: str | None = Field(None, description="the builder configuration (e.g. 'mrpc' for glue)")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    data_dir: str | None = None
+    revision: str | None = None
+    split: str = "train"
+    text: str | list[str] | None = Field(None, description="text column, or two columns for sentence pairs")
+    label: str | None = None
+    limit: int | None = Field(None, ge=1)
+    max_length: int = Field(128, ge=2, le=100_000)
+
+    @field_validator("text")
+    @classmethod
+    def _one_or_two_columns(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not 1 <= len(value) <= 2:
+            raise ValueError("give one text column, or two for sentence pairs")
+        return value
+
+    @property
+    def text_columns(self) -> list[str]:
+        if self.text is None:
+            return []
+        return [self.text] if isinstance(self.text, str) else list(self.text)
+
+    @property
+    def builder_options(self) -> dict[str, Any]:
+        """The pass-through keys, for the builder."""
+        return dict(self.model_extra or {})
+
+
+class Recipe(Strict):
+    version: Literal[1]
+    name: str = Field(pattern=IDENTIFIER, max_length=100)
+    description: str | None = None
+    seed: int = 42
+    device: str = "auto"
+    model: ModelSpec
+    datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
+    steps: dict[str, Any] = Field(min_length=1)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("datasets", "steps")
+    @classmethod
+    def _identifier_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not isinstance(key, str) or not re.fullmatch(IDENTIFIER, key):
+                raise ValueError(f"'{key}' is not a valid id (letters, digits, _ and -, not starting with a digit)")
+        return value
+
+
+class LoadedRecipe:
+    """A validated recipe plus where it came from: the file, its text, positions and typed steps."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        steps: dict[str, Any],
+        *,
+        path: Path | None,
+        text: str,
+        source: SourceMap,
+        overrides: list[str],
+    ):
+        self.recipe = recipe
+        self.steps = steps  # step id -> validated Params instance
+        self.path = path
+        self.text = text
+        self.source = source
+        self.overrides = overrides
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the recipe resolve against the recipe's folder."""
+        return self.path.parent.resolve() if self.path is not None else Path.cwd()
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name

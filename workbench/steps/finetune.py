@@ -1,0 +1,101 @@
+"""`finetune`: train the model on a dataset; outputs the trained model for later steps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field
+
+from workbench.steps.base import Step, StepResult
+from workbench.steps.common import ModelDatasetParams
+
+if TYPE_CHECKING:
+    from workbench.context import StepContext
+
+
+class FinetuneParams(ModelDatasetParams):
+    eval_dataset: str | None = Field(None, description="scored after training (metrics prefixed eval_)")
+    epochs: float = Field(3.0, gt=0, le=1000)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    lr: float = Field(5e-5, gt=0, le=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    batch_size: int = Field(32, ge=1, le=4096)
+
+    dataset_fields: ClassVar[tuple[str, ...]] = ("dataset", "eval_dataset")
+
+    def check(self, recipe):  # type: ignore[no-untyped-def]
+        if self.model is None and recipe.model.head == "base":
+            return [("", "finetune needs a task head: set model.head (sequence-classification, causal-lm, masked-lm)")]
+        return []
+
+
+class Finetune(Step):
+    kind = "finetune"
+    Params = FinetuneParams
+    produces = frozenset({"model"})
+    summary = "Fine-tune with AdamW and linear warmup/decay (classification, regression or LM loss); outputs a model."
+
+    def run(self, ctx: "StepContext", params: FinetuneParams) -> StepResult:  # type: ignore[override]
+        import math
+
+        import torch
+
+        from workbench.analysis.tasks import batch_loss, evaluate_task, prepare_task
+        from workbench.context import MODEL_FOLDER
+        from workbench.data.batching import batch_order, collate
+        from workbench.models.loading import save_model
+
+        ctx.reseed()
+        loaded = ctx.model(params.model)
+        task = prepare_task(loaded, ctx.dataset(params.dataset))
+        model = loaded.model
+        batches_per_epoch = math.ceil(len(task) / params.batch_size)
+        total_steps = params.max_steps or max(1, math.ceil(params.epochs * batches_per_epoch))
+        optimizer = torch.optim.AdamW(_parameter_groups(model, params.weight_decay), lr=params.lr)
+        warmup = int(params.warmup_ratio * total_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min((step + 1) / max(warmup, 1), max(0.0, (total_steps - step) / max(total_steps - warmup, 1)))
+        )
+
+        model.train()
+        losses: list[float] = []
+        curve: list[list[float]] = []
+        step, epoch = 0, 0
+        with ctx.bar(total_steps, "train") as advance:
+            while step < total_steps:
+                order = batch_order(task.encodings.lengths, params.batch_size, order="shuffle", seed=ctx.seed + epoch)
+                for indices in order[: total_steps - step]:
+                    batch = collate(task.encodings, indices, loaded.device)
+                    loss = batch_loss(loaded, batch, task, seed=ctx.seed + epoch).losses.mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
+                    optimizer.step()
+                    schedule.step()
+                    losses.append(float(loss))
+                    step += 1
+                    advance(1)
+                    if step % max(1, total_steps // 50) == 0 or step == total_steps:
+                        curve.append([step, sum(losses[-20:]) / len(losses[-20:])])
+                epoch += 1
+        model.eval()
+
+        metrics = {"train_loss": sum(losses[-20:]) / len(losses[-20:]), "steps": step, "epochs": step / batches_per_epoch}
+        if params.eval_dataset:
+            eval_task = prepare_task(loaded, ctx.dataset(params.eval_dataset))
+            evaluation = evaluate_task(loaded, eval_task, params.batch_size * 2, seed=ctx.seed)
+            metrics.update({f"eval_{name}": value for name, value in evaluation.metrics.items()})
+        save_model(loaded, ctx.output_dir / MODEL_FOLDER)
+        return StepResult(metrics=metrics, data={"loss_curve": curve})
+
+
+def _parameter_groups(model, weight_decay: float) -> list[dict]:  # type: ignore[no-untyped-def]
+    """No weight decay on biases and normalisation weights (the usual BERT recipe)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

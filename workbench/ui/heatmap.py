@@ -1,0 +1,62 @@
+"""Layer x head heatmaps in the terminal: one coloured cell per head, value printed inside."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+from rich.text import Text
+
+# A perceptual ramp (viridis-like) for values, and a diverging one for differences.
+SEQUENTIAL = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"]
+DIVERGING = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"]
+
+
+def heatmap(
+    grid: list[list[float | None]],
+    title: str,
+    *,
+    diverging: bool = False,
+    row_label: str = "layer",
+    column_label: str = "head",
+) -> Table:
+    """A table whose cells are coloured by value; None (e.g. a pruned head) shows as '·'."""
+    values = [v for row in grid for v in row if v is not None and math.isfinite(v)]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    if diverging:
+        bound = max(abs(low), abs(high)) or 1.0
+        low, high = -bound, bound
+    palette = DIVERGING if diverging else SEQUENTIAL
+    width = max((len(row) for row in grid), default=0)
+
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, padding=(0, 0), box=None)
+    table.add_column(f"{row_label}\\{column_label}", justify="right", style="dim", no_wrap=True)
+    for column in range(width):
+        table.add_column(str(column), justify="center", no_wrap=True, min_width=5)
+    for index, row in enumerate(grid):
+        cells = [_cell(row[c] if c < len(row) else None, low, high, palette) for c in range(width)]
+        table.add_row(str(index), *cells)
+    table.caption = f"min {_format(low)}  max {_format(high)}" if values else "no values"
+    table.caption_justify = "left"
+    return table
+
+
+def _cell(value: float | None, low: float, high: float, palette: list[str]) -> Text:
+    if value is None or not math.isfinite(value):
+        return Text("  ·  ", style="dim")
+    fraction = 0.5 if high == low else (value - low) / (high - low)
+    colour = palette[min(int(fraction * len(palette)), len(palette) - 1)]
+    foreground = "black" if fraction > 0.55 or (palette is DIVERGING and 0.3 < fraction < 0.7) else "white"
+    return Text(f"{_format(value):^5}", style=f"{foreground} on {colour}")
+
+
+def _format(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 0.01:
+        return f"{value:.2f}"[1:] if 0 < value < 1 else f"{value:.2f}"
+    return f"{value:.0e}"
