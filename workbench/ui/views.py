@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -13,7 +13,9 @@ from rich.text import Text
 
 from workbench.db.records import HeadScores, LayerScores, RunDetail, RunSummary, StepRecord
 from workbench.ui.charts import bar_chart
+from workbench.ui import analysis_views, head_views  # noqa: F401  (they register step views)
 from workbench.ui.heatmap import heatmap
+from workbench.ui.registry import STEP_VIEWS
 
 STATUS_STYLE = {
     "finished": "green",
@@ -23,18 +25,6 @@ STATUS_STYLE = {
     "failed": "red",
     "interrupted": "magenta",
 }
-
-# Step kinds with a view of their own for the JSON data they record (curves, tables).
-StepView = Callable[[StepRecord], Iterable[RenderableType]]
-STEP_VIEWS: dict[str, StepView] = {}
-
-
-def step_view(kind: str) -> Callable[[StepView], StepView]:
-    def register(function: StepView) -> StepView:
-        STEP_VIEWS[kind] = function
-        return function
-
-    return register
 
 
 def runs_table(runs: list[RunSummary]) -> Table:
