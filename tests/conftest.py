@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
+
+# Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads waiting on
+# each other make every small matmul many times slower. Set before torch is imported; inherited by
+# the `workbench` processes tests start. An explicit OMP_NUM_THREADS wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -91,3 +97,10 @@ def write_recipe(tmp_path):
 @pytest.fixture
 def store_dir(tmp_path) -> Path:
     return tmp_path / "store"
+
+
+@pytest.fixture(autouse=True)
+def _no_store_from_the_environment(monkeypatch):
+    """A developer's WORKBENCH_DB / WORKBENCH_HOME must never receive test runs; tests set them explicitly."""
+    monkeypatch.delenv("WORKBENCH_DB", raising=False)
+    monkeypatch.delenv("WORKBENCH_HOME", raising=False)

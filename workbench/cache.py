@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,19 @@ class Cache:
 
     def staging_dir(self, key: str) -> Path:
         """A fresh private folder in which a step writes its files before the entry is committed."""
-        folder = self.root / "tmp" / f"{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        folder = self.root / "tmp" / f"{key[:16]}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         (folder / "files").mkdir(parents=True)
         return folder
+
+    def sweep_staging(self) -> list[Path]:
+        """Remove staging folders left by processes of this host that no longer exist (a killed run)."""
+        removed = []
+        for folder in (self.root / "tmp").glob("*-*-*-*"):
+            owner, pid, _ = folder.name.rsplit("-", 2)
+            if owner[17:] == _HOST and pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
 
     def commit(self, key: str, staging: Path, result: StepResult) -> list[EntryFile]:
         """Write the result into the staging folder, hash everything, and move it into place."""
@@ -81,10 +92,18 @@ class Cache:
         try:
             os.replace(staging, final)
         except OSError:
+            if not self.has(key):
+                # A damaged folder without a manifest is in the way (has() never trusted it): replace it.
+                self.discard(key)
+                try:
+                    os.replace(staging, final)
+                    return manifest
+                except OSError:
+                    if not self.has(key):
+                        shutil.rmtree(staging, ignore_errors=True)
+                        raise
             # Another process committed the same key first; its entry has the same content.
             shutil.rmtree(staging, ignore_errors=True)
-            if not self.has(key):
-                raise
         return manifest
 
     def load(self, key: str) -> tuple[StepResult, list[EntryFile]]:
@@ -134,11 +153,24 @@ class Cache:
             shutil.rmtree(trash, ignore_errors=True)
 
 
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _flatten_tensors(result: StepResult) -> dict:
     flat = {}
     for group in ("head_scores", "layer_scores", "tensors"):
         for name, tensor in getattr(result, group).items():
-            flat[f"{group}/{name}"] = tensor.detach().cpu().contiguous()
+            flat[f"{group}/{name}"] = tensor.detach().cpu().contiguous().clone()  # no shared storage
     return flat
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from workbench.errors import RecipeErrors, WorkbenchError
+from workbench.errors import RecipeErrors, RunInterrupted, WorkbenchError
 
 app = typer.Typer(
     name="workbench",
@@ -157,6 +157,9 @@ def main() -> None:
     """Entry point: run the app, turning user errors into a message and exit code 2."""
     try:
         app(standalone_mode=False)
+    except RunInterrupted as error:
+        err.print(f"[magenta]{_escape(str(error))}[/magenta]")
+        sys.exit(130)
     except WorkbenchError as error:
         _print_error(error)
         sys.exit(2)
@@ -178,12 +181,17 @@ def main() -> None:
 
 
 def _print_error(error: WorkbenchError) -> None:
+    """A red panel on a terminal; plain unwrapped lines in logs, so file:line stays greppable."""
     problems = error.errors if isinstance(error, RecipeErrors) else [error]
     lines = []
     for problem in problems:
         lines.append(f"[bold]{_escape(problem.message)}[/bold]")
         if problem.hint:
             lines.append(f"  [italic]{_escape(problem.hint)}[/italic]")
+    if not err.is_terminal:
+        for line in lines:
+            err.print(f"[red]error:[/red] {line}" if not line.startswith("  ") else line, soft_wrap=True)
+        return
     title = f"{len(problems)} problems" if len(problems) > 1 else "error"
     err.print(Panel("\n".join(lines), title=title, title_align="left", border_style="red"))
 

@@ -70,6 +70,10 @@ class StepContext:
     def upstream(self, step_id: str) -> StepResult:
         return self._resources.results[step_id]
 
+    def upstream_params(self, step_id: str) -> StepParams:
+        """The parameters another step of this recipe was given (e.g. which dataset it read)."""
+        return self._resources.plan.step(step_id).params
+
     def model(self, reference: str | None = None, *, head: str | None = None) -> "LoadedModel":
         """A fresh copy of the recipe's model, or of the model another step produced."""
         from workbench.models.loading import load_model

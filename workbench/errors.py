@@ -61,6 +61,10 @@ class StoreError(WorkbenchError):
     """The results store or the tensor cache could not be used."""
 
 
+class RunInterrupted(WorkbenchError):
+    """The run was stopped by Ctrl-C or SIGTERM; finished steps are cached (exit code 130)."""
+
+
 class StepError(WorkbenchError):
     """A step was asked to do something that cannot be done with its inputs."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from workbench.cache import Cache, CorruptEntry, EntryFile
 from workbench.context import RunResources, StepContext
 from workbench.db.store import Store, register_live_run, unregister_live_run
-from workbench.errors import RecipeError, WorkbenchError, did_you_mean
+from workbench.errors import RecipeError, RunInterrupted, WorkbenchError, did_you_mean
 from workbench.hashing import value_sha256
 from workbench.plan import Plan, PlannedStep, build_plan
 from workbench.progress import ProgressReporter
@@ -50,10 +50,6 @@ class RunOutcome:
         return next(step for step in self.steps if step.step_id == step_id)
 
 
-class RunInterrupted(WorkbenchError):
-    """The run was stopped by Ctrl-C or SIGTERM; finished steps are cached."""
-
-
 def dry_run(loaded: LoadedRecipe, store_dir: Path, force: list[str] | None = None) -> RunOutcome:
     """Which steps would run and which come from the cache; writes nothing."""
     plan = build_plan(loaded)
@@ -82,6 +78,7 @@ def run_recipe(
     store = Store.open(store_dir)
     store.mark_dead_runs()
     cache = Cache(store_dir / "cache")
+    cache.sweep_staging()
     progress = progress or ProgressReporter()
     run_id = store.start_run(
         name=loaded.name,
@@ -138,6 +135,9 @@ def _run_step(
             resources.results[step.step_id] = result
             _record(store, step_pk, "cached", time.perf_counter() - started, result, manifest, step.key)
             return StepOutcome(step.step_id, step.kind, step.key, "cached", time.perf_counter() - started, result)
+    elif cache.entry_dir(step.key).exists():
+        note = f"cache entry {step.key[:12]} is incomplete (no manifest); recomputing"
+        resources.progress.log(f"[yellow]warning:[/yellow] {note}")
 
     staging = cache.staging_dir(step.key)
     try:
@@ -146,6 +146,8 @@ def _run_step(
         manifest = cache.commit(step.key, staging, result)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, WorkbenchError):  # say which step failed; the message alone may not
+            error.message = f"step '{step.step_id}' ({step.kind}) failed: {error.message}"
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         store.finish_step(step_pk, status=status, duration_s=time.perf_counter() - started, error=_describe(error))
         raise

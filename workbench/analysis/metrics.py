@@ -42,3 +42,19 @@ def lm_metrics(total_nll: float, total_tokens: int) -> dict[str, float]:
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
+
+
+def default_metric(task_kind: str) -> str:
+    """The score a head search watches when the recipe names none (the reference's defaults)."""
+    return {"classification": "accuracy", "regression": "pearson", "lm": "perplexity"}[task_kind]
+
+
+def still_acceptable(score: float, original: float, threshold: float, metric: str) -> bool:
+    """Whether a masked model's score is within `threshold` of the original.
+
+    Higher-is-better metrics must stay >= threshold * original (the reference script's rule);
+    lower-is-better ones (perplexity, loss) must stay <= original / threshold.
+    """
+    if higher_is_better(metric):
+        return score >= threshold * original
+    return score <= original / threshold

@@ -76,18 +76,20 @@ def batch_loss(loaded: LoadedModel, batch: Batch, task: TaskData, seed: int = 0)
     elif task.kind == "lm":
         targets = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
     logits = loaded.model(**inputs).logits
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # losses in full precision
     if task.kind == "classification":
         labels = task.labels[batch.indices].to(logits.device)  # type: ignore[index]
-        losses = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
         return BatchLoss(losses, torch.ones_like(losses), logits.argmax(-1))
     if task.kind == "regression":
-        labels = task.labels[batch.indices].to(logits.device)  # type: ignore[index]
-        predictions = logits.float().squeeze(-1)
+        labels = task.labels[batch.indices].to(logits.device, logits.dtype)  # type: ignore[index]
+        predictions = logits.squeeze(-1)
         return BatchLoss((predictions - labels) ** 2, torch.ones_like(predictions), predictions)
     if loaded.head == "causal-lm":
         logits, targets = logits[:, :-1], targets[:, 1:]  # position t predicts token t+1
     token_nll = torch.nn.functional.cross_entropy(
-        logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none"
+        logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
     )  # [batch, seq]
     tokens = (targets != -100).sum(-1)
     summed = token_nll.sum(-1)

@@ -21,6 +21,7 @@ class Encodings:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     pad_token_id: int
+    max_length: int  # the truncation length they were encoded with
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -54,7 +55,7 @@ class Batch:
 def encode_texts(tokenizer: object, texts: list[tuple[str, ...]], max_length: int) -> Encodings:
     """Tokenize single texts or sentence pairs (truncating the longer side of a pair first)."""
     if not texts:
-        return Encodings([], None, tokenizer.pad_token_id)  # type: ignore[attr-defined]
+        return Encodings([], None, tokenizer.pad_token_id, max_length)  # type: ignore[attr-defined]
     pairs = len(texts[0]) == 2
     first = [text[0] for text in texts]
     second = [text[1] for text in texts] if pairs else None
@@ -67,7 +68,7 @@ def encode_texts(tokenizer: object, texts: list[tuple[str, ...]], max_length: in
         return_token_type_ids=pairs,
     )
     token_types = encoded.get("token_type_ids") if pairs else None
-    return Encodings(list(encoded["input_ids"]), token_types, tokenizer.pad_token_id)  # type: ignore[attr-defined]
+    return Encodings(list(encoded["input_ids"]), token_types, tokenizer.pad_token_id, max_length)  # type: ignore[attr-defined]
 
 
 def batch_order(

@@ -228,7 +228,7 @@ class Store:
         with self.session() as session:
             if reference.isdigit():
                 if session.get(SqlRun, int(reference)) is None:
-                    raise StoreError(f"no run with id {reference}")
+                    raise StoreError(f"no run with id {reference}", hint="`workbench runs` lists the runs")
                 return int(reference)
             query = select(func.max(SqlRun.id))
             if reference != "latest":
@@ -323,13 +323,13 @@ def _summary(run: SqlRun) -> RunSummary:
 
 
 def _step_record(session: Session, step: SqlStep) -> StepRecord:
-    metrics = {m.name: m.value for m in session.scalars(select(SqlMetric).where(SqlMetric.step_pk == step.id))}
+    metrics = {m.name: m.value for m in session.scalars(select(SqlMetric).where(SqlMetric.step_pk == step.id).order_by(SqlMetric.id))}
     grids: dict[str, dict[tuple[int, int], float | None]] = {}
-    for row in session.scalars(select(SqlHeadScore).where(SqlHeadScore.step_pk == step.id)):
+    for row in session.scalars(select(SqlHeadScore).where(SqlHeadScore.step_pk == step.id).order_by(SqlHeadScore.id)):
         grids.setdefault(row.name, {})[(row.layer, row.head)] = row.value
     head_scores = [HeadScores(name, _dense(cells)) for name, cells in grids.items()]
     lines: dict[str, dict[int, float | None]] = {}
-    for row in session.scalars(select(SqlLayerScore).where(SqlLayerScore.step_pk == step.id)):
+    for row in session.scalars(select(SqlLayerScore).where(SqlLayerScore.step_pk == step.id).order_by(SqlLayerScore.id)):
         lines.setdefault(row.name, {})[row.layer] = row.value
     layer_scores = [LayerScores(name, [cells.get(i) for i in range(max(cells) + 1)]) for name, cells in lines.items()]
     artifacts = [

@@ -127,7 +127,7 @@ def _eager_attention(
     is_causal: bool | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T * scale + mask) v, returning the probabilities too."""
-    groups = query.shape[1] // key.shape[1]  # grouped-query attention: query heads per K/V head
+    groups = query.shape[1] // max(key.shape[1], 1)  # query heads per K/V head (0 heads: a fully pruned layer)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)

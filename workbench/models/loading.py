@@ -134,6 +134,9 @@ def load_model(
 
 def save_model(loaded: LoadedModel, folder: Path, extra: dict | None = None) -> None:
     """Save model and tokenizer (safetensors) with the workbench metadata needed to load it back."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
     folder.mkdir(parents=True, exist_ok=True)
     config = loaded.model.config
     metadata = {"head": loaded.head, **(extra or {})}

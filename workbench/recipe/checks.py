@@ -57,13 +57,13 @@ def check_semantics(loaded: "LoadedRecipe", locate: "_Locator") -> None:
                     )
                 )
         for field, message in params.check(recipe):
-            problems.append(locate.error(where + ((field,) if field else ()), message))
+            problems.append(locate.error(where + ((field,) if field else ()), message, key=not field))
 
     if not problems:
         cycle = find_cycle({step_id: set(p.referenced_steps().values()) for step_id, p in loaded.steps.items()})
         if cycle:
             problems.append(
-                locate.error(("steps", cycle[0]), f"steps refer to each other in a cycle: {' -> '.join(cycle)}")
+                locate.error(("steps", cycle[0]), f"steps refer to each other in a cycle: {' -> '.join(cycle)}", key=True)
             )
     if problems:
         raise RecipeErrors(problems) if len(problems) > 1 else problems[0]

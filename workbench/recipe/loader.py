@@ -25,10 +25,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
     overrides = list(overrides or [])
     text, document, source = load_yaml_file(path)
     if not isinstance(document, dict):
-        raise RecipeError("a recipe must be a mapping (version:, name:, model:, steps:, ...)", file=str(path), line=1)
+        raise RecipeError(
+            "a recipe must be a mapping (version:, name:, model:, steps:, ...)", file=str(path), line=source.line_of(()) or 1
+        )
     document, overridden = apply_overrides(document, overrides)
     locate = _Locator(source, overridden)
 
+    _check_ids(document, locate)
     recipe = _validate(Recipe, document, (), locate)
     steps = _validate_steps(recipe.steps, locate)
     loaded = LoadedRecipe(recipe, steps, path=path, text=text, source=source, overrides=overrides)
@@ -67,11 +70,13 @@ def _validate_steps(steps: dict[str, Any], locate: _Locator) -> dict[str, Any]:
     for step_id, spec in steps.items():
         path: FieldPath = ("steps", step_id)
         if not isinstance(spec, dict):
-            problems.append(locate.error(path, "a step must be a mapping with a 'kind'"))
+            problems.append(locate.error(path, "a step must be a mapping with a 'kind'", key=True))
             continue
         kind = spec.get("kind")
         if kind is None:
-            problems.append(locate.error(path, "missing 'kind'", hint=f"known kinds: {', '.join(sorted(STEP_TYPES))}"))
+            problems.append(
+                locate.error(path, "missing 'kind'", hint=f"known kinds: {', '.join(sorted(STEP_TYPES))}", key=True)
+            )
             continue
         if kind not in STEP_TYPES:
             problems.append(
@@ -89,6 +94,25 @@ def _validate_steps(steps: dict[str, Any], locate: _Locator) -> dict[str, Any]:
     return validated
 
 
+def _check_ids(document: dict[str, Any], locate: _Locator) -> None:
+    """Dataset and step ids must be identifiers; reported at the line of the offending key."""
+    import re
+
+    from workbench.recipe.schema import IDENTIFIER
+
+    problems = [
+        locate.error(
+            (section, key), f"'{key}' is not a valid id (letters, digits, _ and -, not starting with a digit)", key=True
+        )
+        for section in ("datasets", "steps")
+        if isinstance(document.get(section), dict)
+        for key in document[section]
+        if not isinstance(key, str) or not re.fullmatch(IDENTIFIER, key)
+    ]
+    if problems:
+        raise RecipeErrors(problems) if len(problems) > 1 else problems[0]
+
+
 def _explain(item: dict[str, Any], model: type[BaseModel], value: Any, prefix: FieldPath, locate: _Locator) -> RecipeError:
     """One pydantic error -> one RecipeError in the recipe author's words."""
     location = tuple(part for part in item["loc"] if not _is_union_tag(part))
@@ -99,12 +123,15 @@ def _explain(item: dict[str, Any], model: type[BaseModel], value: Any, prefix: F
         known = _known_fields(model, location[:-1])
         return locate.error(path, f"unknown field '{name}'", hint=did_you_mean(name, known), key=True)
     if kind == "missing":
-        return locate.error(path, "missing required field")
+        return locate.error(path, "missing required field", key=True)  # the line of the enclosing key
     given = item.get("input")
     message = item["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    return locate.error(path, f"{message[0].lower()}{message[1:]}, got {given!r}")
+    shown = repr(given)
+    if len(shown) > 60:  # a whole mapping or list says little; the line points at it anyway
+        shown = shown[:57] + "..."
+    return locate.error(path, f"{message[0].lower()}{message[1:]}, got {shown}")
 
 
 def _is_union_tag(part: Any) -> bool:

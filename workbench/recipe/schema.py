@@ -27,9 +27,11 @@ class Strict(BaseModel):
 class ModelSpec(Strict):
     id: str = Field(min_length=1, description="hub id, local directory, or pkg:<python package>/<subdir>")
     revision: str | None = Field(None, description="hub commit, branch or tag")
-    head: Literal["base", "sequence-classification", "causal-lm", "masked-lm"] = "base"
+    head: Literal["base", "sequence-classification", "causal-lm", "masked-lm"] = Field(
+        "base", description="the task head loaded on top of the encoder/decoder"
+    )
     num_labels: int | None = Field(None, ge=1, description="classes of a classification head; 1 = regression")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights and activations")
 
 
 class DatasetSpec(BaseModel):
@@ -39,14 +41,16 @@ class DatasetSpec(BaseModel):
 
     path: str = Field(min_length=1, description="a hub dataset, a datasets builder, or conllu/python_code/agreement")
     name: str | None = Field(None, description="the builder configuration (e.g. 'mrpc' for glue)")
-    data_files: str | list[str] | dict[str, str | list[str]] | None = None
-    data_dir: str | None = None
-    revision: str | None = None
-    split: str = "train"
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None, description="local files; relative paths resolve against the recipe's folder"
+    )
+    data_dir: str | None = Field(None, description="a folder of files (python_code: a folder of .py files)")
+    revision: str | None = Field(None, description="hub dataset revision")
+    split: str = Field("train", description="the split to read (local files are all in 'train')")
     text: str | list[str] | None = Field(None, description="text column, or two columns for sentence pairs")
-    label: str | None = None
-    limit: int | None = Field(None, ge=1)
-    max_length: int = Field(128, ge=2, le=100_000)
+    label: str | None = Field(None, description="label column (int classes, strings, or floats for regression)")
+    limit: int | None = Field(None, ge=1, description="use only the first N examples")
+    max_length: int = Field(128, ge=2, le=100_000, description="truncate tokenized examples to this many tokens")
 
     @field_validator("text")
     @classmethod
@@ -68,11 +72,11 @@ class DatasetSpec(BaseModel):
 
 
 class Recipe(Strict):
-    version: Literal[1]
-    name: str = Field(pattern=IDENTIFIER, max_length=100)
-    description: str | None = None
-    seed: int = 42
-    device: str = "auto"
+    version: Literal[1] = Field(description="the recipe format version")
+    name: str = Field(pattern=IDENTIFIER, max_length=100, description="names the runs of this recipe in the store")
+    description: str | None = Field(None, description="free text")
+    seed: int = Field(42, description="seeds torch, numpy and random before every step")
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     model: ModelSpec
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
     steps: dict[str, Any] = Field(min_length=1)

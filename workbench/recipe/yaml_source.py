@@ -39,8 +39,14 @@ class SourceMap:
         return self.lines.get((), None)
 
     def key_line_of(self, path: FieldPath) -> int | None:
-        """The line where the key of `path` is written (better than the value's line for errors)."""
-        return self.key_lines.get(tuple(path)) or self.line_of(path)
+        """The line where the key of `path` (or of its closest written ancestor) is: for errors about a
+        key or a whole mapping, better than the value's line (which is the line of its first child)."""
+        probe = tuple(path)
+        while probe:
+            if probe in self.key_lines:
+                return self.key_lines[probe]
+            probe = probe[:-1]
+        return self.line_of(path)
 
 
 def load_yaml_with_positions(text: str, file: str) -> tuple[Any, SourceMap]:
@@ -52,6 +58,8 @@ def load_yaml_with_positions(text: str, file: str) -> tuple[Any, SourceMap]:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = error.problem or str(error)
+        if error.context and error.context_mark is not None and error.context_mark.line + 1 != line:
+            problem += f" ({error.context} started on line {error.context_mark.line + 1})"
         raise RecipeError(f"YAML syntax error: {problem}", file=file, line=line) from None
     if node is None:
         raise RecipeError("the recipe is empty", file=file, line=1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from pydantic import Field
+
 from workbench.steps.base import Step, StepResult
 from workbench.steps.common import ModelDatasetParams
 
@@ -12,7 +14,10 @@ if TYPE_CHECKING:
 
 
 class EvaluateParams(ModelDatasetParams):
-    batch_size: int = 64
+    batch_size: int = Field(64, ge=1, le=65536, description="examples per forward pass (padding is per batch)")
+    mask: str | None = Field(None, description="a mask_search step: evaluate with its heads masked")
+
+    references: ClassVar[dict[str, str]] = {"model": "model", "mask": "mask"}
 
     def check(self, recipe):  # type: ignore[no-untyped-def]
         if self.model is None and recipe.model.head == "base":
@@ -33,8 +38,9 @@ class Evaluate(Step):
 
         loaded = ctx.model(params.model)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
+        gates = ctx.upstream(params.mask).tensors["mask"].to(loaded.device) if params.mask else None
         evaluation = evaluate_task(
-            loaded, task, params.batch_size, seed=ctx.seed, track=lambda items, n: ctx.track(items, n, "evaluate")
+            loaded, task, params.batch_size, gates=gates, seed=ctx.seed, track=lambda items, n: ctx.track(items, n, "evaluate")
         )
         metrics = {**evaluation.metrics, "examples_per_s": evaluation.examples_per_s, "examples": len(task)}
         tensors = {"predictions": evaluation.predictions} if evaluation.predictions is not None else {}

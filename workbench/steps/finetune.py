@@ -15,13 +15,16 @@ if TYPE_CHECKING:
 
 class FinetuneParams(ModelDatasetParams):
     eval_dataset: str | None = Field(None, description="scored after training (metrics prefixed eval_)")
-    epochs: float = Field(3.0, gt=0, le=1000)
+    epochs: float = Field(3.0, gt=0, le=1000, description="passes over the dataset (fractions allowed)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    lr: float = Field(5e-5, gt=0, le=1)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    weight_decay: float = Field(0.01, ge=0, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    batch_size: int = Field(32, ge=1, le=4096)
+    lr: float = Field(5e-5, gt=0, le=1, description="peak learning rate of AdamW")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of steps with linear warmup, then linear decay")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay (not on biases and norms)")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    batch_size: int = Field(32, ge=1, le=4096, description="examples per optimizer step")
+    freeze: list[str] = Field(
+        default_factory=list, description="parameters whose name contains any of these stay fixed, e.g. [embeddings]"
+    )
 
     dataset_fields: ClassVar[tuple[str, ...]] = ("dataset", "eval_dataset")
 
@@ -45,12 +48,19 @@ class Finetune(Step):
         from workbench.analysis.tasks import batch_loss, evaluate_task, prepare_task
         from workbench.context import MODEL_FOLDER
         from workbench.data.batching import batch_order, collate
+        from workbench.errors import StepError
         from workbench.models.loading import save_model
 
         ctx.reseed()
         loaded = ctx.model(params.model)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         model = loaded.model
+        frozen = [name for name, p in model.named_parameters() if any(part in name for part in params.freeze)]
+        if params.freeze and not frozen:
+            raise StepError(f"freeze: no parameter name contains any of {params.freeze}")
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name not in frozen)
+        trained_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         batches_per_epoch = math.ceil(len(task) / params.batch_size)
         total_steps = params.max_steps or max(1, math.ceil(params.epochs * batches_per_epoch))
         optimizer = torch.optim.AdamW(_parameter_groups(model, params.weight_decay), lr=params.lr)
@@ -74,15 +84,22 @@ class Finetune(Step):
                     torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
                     optimizer.step()
                     schedule.step()
-                    losses.append(float(loss))
+                    losses.append(loss.item())
                     step += 1
                     advance(1)
                     if step % max(1, total_steps // 50) == 0 or step == total_steps:
                         curve.append([step, sum(losses[-20:]) / len(losses[-20:])])
                 epoch += 1
         model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
 
-        metrics = {"train_loss": sum(losses[-20:]) / len(losses[-20:]), "steps": step, "epochs": step / batches_per_epoch}
+        metrics = {
+            "train_loss": sum(losses[-20:]) / len(losses[-20:]),
+            "steps": step,
+            "epochs": step / batches_per_epoch,
+            "trained_parameters": trained_parameters,
+        }
         if params.eval_dataset:
             eval_task = prepare_task(loaded, ctx.dataset(params.eval_dataset))
             evaluation = evaluate_task(loaded, eval_task, params.batch_size * 2, seed=ctx.seed)

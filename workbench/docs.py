@@ -1,0 +1,82 @@
+"""Reference tables of the recipe format and every step kind, generated from the pydantic models.
+
+`python -m workbench.docs` prints the Markdown that README.md's reference section holds; a test
+checks the README still lists every field, so the documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from workbench.recipe.schema import DatasetSpec, ModelSpec, Recipe
+from workbench.steps import STEP_TYPES
+
+COMMON_STEP_FIELDS = {"kind", "description"}
+
+
+def field_rows(model: type[BaseModel], skip: set[str] = frozenset()) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, description) for each field of a model."""
+    rows = []
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        default = "required" if field.is_required() else _default(field)
+        rows.append((name, _type_name(field.annotation), default, field.description or ""))
+    return rows
+
+
+def markdown_table(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{name}` | {kind} | {default} | {meaning} |" for name, kind, default, meaning in rows]
+    return "\n".join(lines)
+
+
+def reference_markdown() -> str:
+    parts = ["### Recipe", markdown_table(field_rows(Recipe, {"model", "datasets", "steps"}))]
+    parts += ["### `model:`", markdown_table(field_rows(ModelSpec))]
+    parts += ["### `datasets:` (each entry)", markdown_table(field_rows(DatasetSpec))]
+    parts.append("### Step kinds\n\nEvery step also takes `kind` and `description` (free text, not part of the cache key).")
+    for kind, step in STEP_TYPES.items():
+        produces = f" Produces: {', '.join(sorted(step.produces))}." if step.produces else ""
+        parts.append(f"#### `{kind}`\n\n{step.summary}{produces}\n\n" + markdown_table(field_rows(step.Params, COMMON_STEP_FIELDS)))
+    return "\n\n".join(parts) + "\n"
+
+
+def _default(field: typing.Any) -> str:
+    if field.default_factory is not None:
+        return f"`{field.default_factory()}`"
+    if field.default is PydanticUndefined:
+        return "required"
+    return f"`{field.default}`" if field.default is not None else "none"
+
+
+def _type_name(annotation: typing.Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(f"`{value}`" for value in typing.get_args(annotation))
+    text = str(annotation).replace("typing.", "").replace("NoneType", "None")
+    if isinstance(annotation, type):
+        text = annotation.__name__
+    return text.replace("|", "or")
+
+
+START, END = "<!-- reference:start -->", "<!-- reference:end -->"
+
+
+def write_into(readme: Path) -> None:
+    """Replace the text between the reference markers of a README with the generated reference."""
+    text = readme.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    readme.write_text(f"{head}{START}\n{reference_markdown()}{END}{tail}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        write_into(Path(sys.argv[2]))
+    else:
+        print(reference_markdown())
