@@ -1,0 +1,215 @@
+"""Head importance from gate gradients (Michel, Levy, Neubig 2019).
+
+Every head h gets a gate xi_h multiplying its attention output; I_h = E_x |dL(x)/dxi_h|.
+Only the gates require gradients (parameters are frozen for the pass), so one backward per batch
+yields every head's importance without computing a single weight gradient.
+
+Granularities (REFERENCE.md):
+    example  the paper's E_x |dL(x)/dxi|, exact: one gate per example [batch, layers, heads], so a
+             single batched backward gives each example's own gradient
+    batch    the reference script's: |dL(batch)/dxi| summed over batches (without its defect of
+             never zeroing gradients between batches)
+    token    Michel's code: |dL/dxi| per token, one gate per token [batch, seq, layers, heads]
+
+The reference normalisation: divide by the number of non-pad tokens; then, per layer, divide by
+the layer's L2 norm (+1e-20); then min-max over all heads to [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench.analysis.tasks import ScoreAccumulator, TaskData, batch_loss
+from workbench.data.batching import Batch, batch_order, collate
+from workbench.models.attention import head_hooks
+from workbench.models.loading import LoadedModel
+
+GRANULARITIES = ("example", "batch", "token")
+
+
+@dataclass
+class ImportanceResult:
+    raw: torch.Tensor  # [layers, heads] summed |gradient| / non-pad tokens
+    importance: torch.Tensor  # [layers, heads] after the requested normalisation
+    entropy: torch.Tensor | None  # [layers, heads] summed attention entropy / non-pad tokens
+    tokens: int
+    examples: int
+    metrics: dict[str, float] = field(default_factory=dict)  # task score of the same forward passes
+    seconds: float = 0.0
+
+
+def head_importance(
+    loaded: LoadedModel,
+    task: TaskData,
+    batch_size: int,
+    *,
+    granularity: str = "example",
+    mask: torch.Tensor | None = None,
+    compute_entropy: bool = False,
+    normalize_by_layer: bool = True,
+    normalize_global: bool = True,
+    seed: int = 0,
+    track: Callable[[Iterable[Batch], int], Iterable[Batch]] | None = None,
+    naive: bool = False,
+) -> ImportanceResult:
+    """Importance of every head on a task, optionally under a head mask [layers, heads] of 0/1.
+
+    `naive=True` is the plain baseline the benchmark compares against: parameters requiring
+    gradients, eager attention and padding to max_length, one backward per batch.
+    """
+    import time
+
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}")
+    loaded.require_heads("head importance")
+    model = loaded.model
+    model.eval()
+    device = loaded.device
+    shape = loaded.layout.shape
+    base_gates = (mask if mask is not None else torch.ones(shape)).to(device=device, dtype=torch.float32)
+    gradient_sum = torch.zeros(shape, dtype=torch.float64, device=device)
+    entropy = EntropyAccumulator(shape, device) if compute_entropy else None
+    scores = ScoreAccumulator(task)
+    order = batch_order(task.encodings.lengths, batch_size)
+    pad_to = task.encodings.max_length if naive else None
+    batches: Iterable[Batch] = (collate(task.encodings, indices, device, pad_to) for indices in order)
+    if track is not None:
+        batches = track(batches, len(order))
+
+    started = time.perf_counter()
+    with _gradients_for_gates_only(model, keep_parameters=naive), torch.enable_grad():
+        for batch in batches:
+            gates = _gates_for(granularity, base_gates, batch)  # requires grad
+            observers = [entropy.observer(batch.attention_mask)] if entropy else []
+            with head_hooks(gates=gates, observers=observers, eager=naive):
+                loss = batch_loss(loaded, batch, task, seed)
+            objective = _objective(loss, task, granularity)
+            if naive:  # what a plain loop does: backward through everything, parameters included
+                objective.backward()
+                gradient = gates.grad
+            else:  # only the path to the gates: no weight gradients are computed
+                (gradient,) = torch.autograd.grad(objective, gates)
+            gradient_sum += _absolute_per_granularity(gradient, granularity, batch).double()
+            scores.add(batch, loss)
+            if naive:
+                model.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - started
+
+    tokens = task.encodings.num_tokens
+    raw = torch.where(_pruned_heads(loaded), torch.nan, (gradient_sum / tokens).float())
+    return ImportanceResult(
+        raw=raw.cpu(),
+        importance=normalize(raw, by_layer=normalize_by_layer, globally=normalize_global).cpu(),
+        entropy=(entropy.total / tokens).float().cpu() if entropy else None,
+        tokens=tokens,
+        examples=len(task),
+        metrics=scores.metrics(),
+        seconds=seconds,
+    )
+
+
+def normalize(importance: torch.Tensor, *, by_layer: bool = True, globally: bool = True) -> torch.Tensor:
+    """Per-layer L2 normalisation (exponent 2, + 1e-20), then global min-max to [0, 1]. NaNs are skipped."""
+    values = importance.clone()
+    known = ~torch.isnan(values)
+    if by_layer:
+        norms = torch.where(known, values, 0).pow(2).sum(-1).sqrt()
+        values = values / (norms.unsqueeze(-1) + 1e-20)
+    if globally and known.any():
+        low, high = values[known].min(), values[known].max()
+        values = (values - low) / (high - low) if high > low else torch.zeros_like(values).masked_fill(~known, torch.nan)
+    return values
+
+
+def _gates_for(granularity: str, base: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Leaf gates of the right shape, initialised from the head mask (ones when there is none)."""
+    batch_size, seq = batch.input_ids.shape
+    if granularity == "batch":
+        gates = base.clone()  # [layers, heads]
+    elif granularity == "example":
+        gates = base.expand(batch_size, *base.shape).clone()  # [batch, layers, heads]
+    else:
+        gates = base.expand(batch_size, seq, *base.shape).clone()  # [batch, seq, layers, heads]
+    return gates.requires_grad_(True)
+
+
+def _objective(loss, task: TaskData, granularity: str) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """What to differentiate: the batch's loss, or the sum of per-example losses.
+
+    With per-example (or per-token) gates, d(sum_b L_b)/d xi_b = dL_b/d xi_b exactly, because
+    example b's loss does not depend on the other examples' gates.
+    """
+    if granularity != "batch":
+        return loss.losses.sum()
+    if task.kind == "lm":  # the reference GPT-2 loss: mean over every predicted token of the batch
+        return loss.outputs.sum() / loss.tokens.sum().clamp(min=1)
+    return loss.losses.mean()
+
+
+def _absolute_per_granularity(gradient: torch.Tensor, granularity: str, batch: Batch) -> torch.Tensor:
+    if granularity == "batch":
+        return gradient.abs()  # [layers, heads]
+    if granularity == "example":
+        return gradient.abs().sum(0)  # [batch, layers, heads] -> [layers, heads]
+    real = batch.attention_mask.to(gradient.dtype)[:, :, None, None]  # [batch, seq, 1, 1]
+    return (gradient.abs() * real).sum((0, 1))
+
+
+def _pruned_heads(loaded: LoadedModel) -> torch.Tensor:
+    """[layers, heads] True where a head no longer exists (structurally pruned)."""
+    pruned = torch.ones(loaded.layout.shape, dtype=torch.bool)
+    for layer, module in enumerate(loaded.attention_modules):
+        ids = getattr(module, "wb_head_ids", None)
+        pruned[layer, ids if ids is not None else slice(None)] = False
+    return pruned.to(loaded.device)
+
+
+class EntropyAccumulator:
+    """Attention entropy -sum p log p (0 log 0 = 0) per query, times the query mask, summed."""
+
+    def __init__(self, shape: tuple[int, int], device: torch.device):
+        self.total = torch.zeros(shape, dtype=torch.float64, device=device)
+
+    def observer(self, attention_mask: torch.Tensor) -> Callable[[int, torch.Tensor, torch.Tensor], None]:
+        query_mask = attention_mask.to(torch.float32)[:, None, :]  # [batch, 1, q_len]
+
+        def observe(layer: int, head_ids: torch.Tensor, probs: torch.Tensor) -> None:
+            probs = probs.float()
+            plogp = torch.where(probs > 0, probs * torch.log(probs), torch.zeros_like(probs))
+            per_query = -plogp.sum(-1)  # [batch, heads, q_len]
+            self.total[layer, head_ids.to(self.total.device)] += (per_query * query_mask).sum((0, 2)).double()
+
+        return observe
+
+
+@contextmanager
+def _gradients_for_gates_only(model: torch.nn.Module, keep_parameters: bool = False) -> Iterator[None]:
+    """Freeze parameters for the block (the naive baseline keeps them trainable), then restore."""
+    previous = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    try:
+        for parameter, _ in previous:
+            parameter.requires_grad_(keep_parameters)
+        yield
+    finally:
+        for parameter, flag in previous:
+            parameter.requires_grad_(flag)
+
+
+def mask_least_important(importance: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Mask `count` more heads: the least important among those still unmasked (ties by position).
+
+    Already-masked heads count as infinitely important so they are never picked again (the
+    reference's rule); NaN (pruned) heads are never picked either.
+    """
+    scores = importance.clone().float()
+    scores[(mask == 0) | torch.isnan(scores)] = float("inf")
+    order = torch.argsort(scores.flatten(), stable=True)
+    available = int((scores.flatten() != float("inf")).sum())
+    chosen = order[: min(count, available)]
+    new_mask = mask.clone().flatten()
+    new_mask[chosen] = 0.0
+    return new_mask.view_as(mask)

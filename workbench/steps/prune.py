@@ -1,0 +1,232 @@
+"""`prune`: remove heads for real, check it equals masking them, and measure what it buys.
+
+The heads come from a mask (a mask_search step), an explicit {layer: [heads]} map, or a
+`fraction` of the least important heads. Before pruning, the model is run with those heads gated
+to zero; after pruning, the logits must agree (max |difference| recorded). Parameters and
+examples/s before and after (at the batch sizes of Michel et al.'s Table 4) are recorded, and the
+pruned model is saved for later steps (`model: prune`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from workbench.steps.base import Step, StepResult
+from workbench.steps.importance import ImportanceOptions
+
+if TYPE_CHECKING:
+    import torch
+
+    from workbench.analysis.tasks import TaskData
+    from workbench.context import StepContext
+    from workbench.models.loading import LoadedModel
+
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+
+
+class PruneParams(ImportanceOptions):
+    mask: str | None = Field(None, description="a mask_search step: prune the heads its mask removed")
+    heads: dict[int, list[int]] | None = Field(None, description="explicit {layer: [head, ...]} to prune")
+    fraction: float | None = Field(None, gt=0, lt=1, description="prune this fraction of all heads, least important first")
+    importance: str | None = Field(None, description="an importance step ranking heads for `fraction` (default: compute)")
+    gqa_policy: Literal["groups", "per_group"] = Field(
+        "groups", description="grouped-query models: prune whole K/V groups, or the same number of heads per group"
+    )
+    partial_groups: Literal["error", "keep", "prune"] = Field(
+        "error", description="groups policy, a mask covering part of a K/V group: error, keep the group, or prune it"
+    )
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 4, 16, 64], description="examples/s measured at these")
+    timing_examples: int = Field(256, ge=1, description="examples per speed measurement")
+    verify_examples: int = Field(64, ge=1, description="examples whose logits must agree masked vs pruned")
+
+    references: ClassVar[dict[str, str]] = {"model": "model", "mask": "mask", "importance": "importance"}
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PruneParams":
+        given = [name for name in ("mask", "heads", "fraction") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of mask, heads or fraction (got {', '.join(given) or 'none'})")
+        if self.importance is not None and self.fraction is None:
+            raise ValueError("importance ranks heads for `fraction`; it is not used with mask or heads")
+        return self
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or any(size < 1 for size in value):
+            raise ValueError("give positive batch sizes")
+        return value
+
+
+class Prune(Step):
+    kind = "prune"
+    Params = PruneParams
+    produces = frozenset({"model"})
+    summary = (
+        "Structural pruning (BERT/RoBERTa, GPT-2, Llama-family with GQA): verifies masked == pruned logits, "
+        "counts parameters, measures examples/s before/after; outputs the pruned model."
+    )
+
+    def run(self, ctx: "StepContext", params: PruneParams) -> StepResult:  # type: ignore[override]
+        import torch
+
+        from workbench.analysis.metrics import default_metric
+        from workbench.analysis.tasks import evaluate_task, prepare_task
+        from workbench.context import MODEL_FOLDER
+        from workbench.errors import StepError
+        from workbench.models.loading import save_model
+        from workbench.models.pruning import count_parameters, prune_heads, pruned_heads
+
+        loaded = ctx.model(params.model)
+        loaded.require_heads("pruning")
+        task = prepare_task(loaded, ctx.dataset(params.dataset))
+        metric = default_metric(task.kind)
+        before_map = pruned_heads(loaded)
+        requested = self._heads_to_prune(ctx, params, loaded, task, before_map)
+        if not any(requested.values()):
+            raise StepError("nothing to prune: the mask, map or fraction selects no head")
+
+        verify = list(range(min(params.verify_examples, len(task))))
+        parameters_before = count_parameters(loaded)
+        speed_before = measure_speed(ctx, loaded, task, params, "before")
+        original = evaluate_task(loaded, task, params.batch_size, seed=ctx.seed).metrics[metric]
+
+        after_map = prune_heads(loaded, requested, gqa_policy=params.gqa_policy, partial_groups=params.partial_groups)
+        removed = {layer: sorted(set(heads) - set(before_map.get(layer, []))) for layer, heads in after_map.items()}
+        gates = heads_to_gates(after_map, loaded.layout.shape).to(loaded.device)
+        reference = ctx.model(params.model)  # the unpruned model, gated to the heads actually removed
+        masked_logits = logits(reference, task, verify, params.batch_size, gates)
+        masked_score = evaluate_task(reference, task, params.batch_size, gates=gates, seed=ctx.seed).metrics[metric]
+        del reference
+        pruned_logits = logits(loaded, task, verify, params.batch_size)
+        difference = (masked_logits - pruned_logits).abs().max().item()
+        tolerance = TOLERANCE[str(loaded.model.dtype).removeprefix("torch.")]
+        if not difference <= tolerance:
+            raise StepError(f"pruned logits differ from masked logits by {difference:.2e} (> {tolerance:g})")
+        pruned_score = evaluate_task(loaded, task, params.batch_size, seed=ctx.seed).metrics[metric]
+        speed_after = measure_speed(ctx, loaded, task, params, "after")
+        parameters_after = count_parameters(loaded)
+        save_model(loaded, ctx.output_dir / MODEL_FOLDER, extra={"pruned_heads": {str(k): v for k, v in after_map.items()}})
+
+        total = loaded.layout.num_layers * loaded.layout.num_heads
+        heads_before = total - sum(len(h) for h in before_map.values())
+        heads_after = total - sum(len(h) for h in after_map.values())
+        speed = [
+            {"batch_size": size, "before": speed_before[size], "after": speed_after[size]} for size in params.batch_sizes
+        ]
+        metrics = {
+            "heads_pruned": heads_before - heads_after,
+            "heads_remaining": heads_after,
+            "parameters_before": parameters_before,
+            "parameters_after": parameters_after,
+            "max_abs_logit_difference": difference,
+            f"{metric}_original": original,
+            f"{metric}_masked": masked_score,
+            f"{metric}_pruned": pruned_score,
+        }
+        for row in speed:
+            metrics[f"examples_per_s_bs{row['batch_size']}_before"] = row["before"]
+            metrics[f"examples_per_s_bs{row['batch_size']}_after"] = row["after"]
+            metrics[f"speedup_bs{row['batch_size']}"] = row["after"] / row["before"]
+        data = {
+            "metric": metric,
+            "parameters_before": parameters_before,
+            "parameters_after": parameters_after,
+            "heads_before": heads_before,
+            "heads_after": heads_after,
+            "score_masked": masked_score,
+            "score_pruned": pruned_score,
+            "max_abs_logit_difference": difference,
+            "speed": speed,
+            "pruned_heads": {str(k): v for k, v in after_map.items()},
+            "removed_now": {str(k): v for k, v in removed.items() if v},
+        }
+        pruned_grid = torch.zeros(loaded.layout.shape)
+        for layer, heads in after_map.items():
+            pruned_grid[layer, heads] = 1.0
+        return StepResult(metrics=metrics, data=data, head_scores={"pruned": pruned_grid})
+
+    @staticmethod
+    def _heads_to_prune(ctx, params, loaded, task, already) -> dict[int, list[int]]:  # type: ignore[no-untyped-def]
+        from workbench.analysis.importance import head_importance
+        from workbench.models.pruning import select_heads_to_prune
+
+        if params.heads is not None:
+            return {int(layer): sorted(heads) for layer, heads in params.heads.items()}
+        if params.mask is not None:
+            mask = ctx.upstream(params.mask).tensors["mask"]
+            return {layer: (mask[layer] == 0).nonzero().flatten().tolist() for layer in range(mask.shape[0])}
+        if params.importance is not None:
+            importance = ctx.upstream(params.importance).tensors["importance"]
+        else:
+            importance = head_importance(
+                loaded,
+                task,
+                params.batch_size,
+                granularity=params.granularity,
+                normalize_by_layer=params.normalize_by_layer,
+                normalize_global=params.normalize_global,
+                seed=ctx.seed,
+                track=lambda items, n: ctx.track(items, n, "importance"),
+            ).importance
+        return select_heads_to_prune(
+            importance,
+            params.fraction,
+            num_kv_heads=loaded.layout.num_kv_heads,
+            gqa_policy=params.gqa_policy,
+            already_pruned=already,
+        )
+
+
+def heads_to_gates(heads: dict[int, list[int]], shape: tuple[int, int]) -> "torch.Tensor":
+    """A {layer: [heads]} map -> gates [layers, heads] with 0 at those heads."""
+    import torch
+
+    gates = torch.ones(shape)
+    for layer, removed in heads.items():
+        gates[layer, removed] = 0.0
+    return gates
+
+
+def logits(loaded: "LoadedModel", task: "TaskData", indices: list[int], batch_size: int, gates=None) -> "torch.Tensor":  # type: ignore[no-untyped-def]
+    """The model's output logits for the given examples, in order, as float32 on the CPU."""
+    import torch
+
+    from workbench.data.batching import collate
+    from workbench.models.attention import head_hooks
+
+    outputs = []
+    with torch.inference_mode(), head_hooks(gates=gates):
+        for start in range(0, len(indices), batch_size):
+            batch = collate(task.encodings, indices[start : start + batch_size], loaded.device)
+            out = loaded.model(**batch.model_inputs()).logits  # [batch, labels] or [batch, seq, vocab]
+            for row, length in zip(out, batch.attention_mask.sum(1).tolist()):
+                kept = row[:length] if out.dim() == 3 else row  # LM heads: the real tokens only
+                outputs.append(kept.float().cpu().flatten())
+    return torch.cat(outputs)
+
+
+def measure_speed(ctx: "StepContext", loaded: "LoadedModel", task: "TaskData", params: PruneParams, label: str) -> dict[int, float]:
+    """Examples/s of plain inference at each batch size, over the same first examples in dataset order."""
+    import time
+
+    import torch
+
+    from workbench.analysis.tasks import synchronize
+    from workbench.data.batching import collate
+
+    examples = list(range(min(params.timing_examples, len(task))))
+    speeds = {}
+    for size in ctx.track(params.batch_sizes, len(params.batch_sizes), f"speed {label}"):
+        batches = [collate(task.encodings, examples[i : i + size], loaded.device) for i in range(0, len(examples), size)]
+        with torch.inference_mode():
+            loaded.model(**batches[0].model_inputs())  # warm-up
+            synchronize(loaded.device)
+            started = time.perf_counter()
+            for batch in batches:
+                loaded.model(**batch.model_inputs())
+            synchronize(loaded.device)
+        speeds[size] = len(examples) / (time.perf_counter() - started)
+    return speeds

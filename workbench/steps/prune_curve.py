@@ -1,0 +1,75 @@
+"""`prune_curve`: score vs the percentage of least important heads masked (Michel et al., Fig. 3b)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field, field_validator
+
+from workbench.steps.base import Step, StepResult
+from workbench.steps.importance import ImportanceOptions
+from workbench.steps.mask_search import METRICS
+
+if TYPE_CHECKING:
+    from workbench.context import StepContext
+
+
+class PruneCurveParams(ImportanceOptions):
+    percents: list[float] = Field(
+        default_factory=lambda: [0, 10, 20, 30, 40, 50, 60, 70, 80, 90], description="% of heads masked at each point"
+    )
+    importance: str | None = Field(None, description="an importance step to rank heads by (default: compute it here)")
+    reestimate: bool = Field(False, description="re-estimate importance under each mask before masking more")
+    metric: METRICS | None = Field(None, description="default: accuracy, pearson or perplexity by model head")
+
+    references: ClassVar[dict[str, str]] = {"model": "model", "importance": "importance"}
+
+    @field_validator("percents")
+    @classmethod
+    def _valid_percents(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 <= p < 100 for p in value) or value != sorted(set(value)):
+            raise ValueError("give increasing, distinct percentages in [0, 100)")
+        return value
+
+
+class PruneCurve(Step):
+    kind = "prune_curve"
+    Params = PruneCurveParams
+    summary = "Mask the k% least important heads for each k and score the model: the pruning curve."
+
+    def run(self, ctx: "StepContext", params: PruneCurveParams) -> StepResult:  # type: ignore[override]
+        import torch
+
+        from workbench.analysis.importance import head_importance, mask_least_important
+        from workbench.analysis.metrics import default_metric
+        from workbench.analysis.tasks import evaluate_task, prepare_task
+
+        loaded = ctx.model(params.model)
+        task = prepare_task(loaded, ctx.dataset(params.dataset))
+        metric = params.metric or default_metric(task.kind)
+        num_heads = loaded.layout.num_layers * loaded.layout.num_heads
+
+        def estimate(mask: torch.Tensor) -> torch.Tensor:
+            return head_importance(
+                loaded,
+                task,
+                params.batch_size,
+                granularity=params.granularity,
+                mask=mask,
+                normalize_by_layer=params.normalize_by_layer,
+                normalize_global=params.normalize_global,
+                seed=ctx.seed,
+            ).importance
+
+        mask = torch.ones(loaded.layout.shape)
+        importance = ctx.upstream(params.importance).tensors["importance"] if params.importance else estimate(mask)
+        curve = []
+        for percent in ctx.track(params.percents, len(params.percents), "curve"):
+            masked, target = int((mask == 0).sum()), round(num_heads * percent / 100)
+            if params.reestimate and 0 < masked < target:
+                importance = estimate(mask)  # rank the remaining heads under the current mask
+            mask = mask_least_important(importance, mask, target - masked)
+            evaluation = evaluate_task(loaded, task, params.batch_size, gates=mask.to(loaded.device), seed=ctx.seed)
+            curve.append({"percent": percent, "heads_masked": int((mask == 0).sum()), "score": evaluation.metrics[metric]})
+        metrics = {f"{metric}@{point['percent']:g}%": point["score"] for point in curve}
+        return StepResult(metrics=metrics, data={"metric": metric, "curve": curve})
