@@ -25,7 +25,13 @@ from workbench.recipe.schema import DatasetSpec
 OWN_SOURCES = ("tsv", "conllu", "python_code", "agreement")
 PACKAGED_BUILDERS = ("csv", "json", "parquet", "text", "arrow")
 AGREEMENT_OPTIONS = {"size": 2000, "seed": 0, "attractor_rate": 0.7}
-PYTHON_CODE_OPTIONS = {"code_field": "code", "name_field": "func_name", "partition": None}
+PYTHON_CODE_OPTIONS = {
+    "code_field": "code",
+    "name_field": "func_name",
+    "partition": None,
+    "add_sequence_edges": False,  # CAT paper variant: edges between consecutive leaves
+    "add_dataflow_edges": False,  # and between occurrences of the same identifier
+}
 
 
 @dataclass
@@ -181,8 +187,9 @@ def _load_code(spec: DatasetSpec, base_dir: Path) -> list[Any]:
     from workbench.data.python_code import read_code_dir, read_code_jsonl
 
     options = {**PYTHON_CODE_OPTIONS, **spec.builder_options}
+    edges = {name: bool(options[name]) for name in ("add_sequence_edges", "add_dataflow_edges")}
     if spec.data_dir:
-        return read_code_dir(_resolve(base_dir, spec.data_dir), limit=spec.limit)
+        return read_code_dir(_resolve(base_dir, spec.data_dir), limit=spec.limit, **edges)
     examples: list[Any] = []
     for path in data_paths(spec, base_dir):
         examples += read_code_jsonl(
@@ -191,6 +198,7 @@ def _load_code(spec: DatasetSpec, base_dir: Path) -> list[Any]:
             name_field=options["name_field"],
             partition=options["partition"],
             limit=spec.limit,
+            **edges,
         )
     return examples[: spec.limit]
 
