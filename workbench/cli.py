@@ -25,6 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
+if not out.is_terminal:
+    out.width = 160  # files and pipes: room for a 16-head heatmap without wrapping
 err = Console(stderr=True)
 
 StoreOption = Annotated[

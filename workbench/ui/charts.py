@@ -77,4 +77,4 @@ def _bar(length: float) -> str:
 def _format(value: float) -> str:
     if abs(value) >= 1000 or (value != 0 and abs(value) < 1e-3):
         return f"{value:.3g}"
-    return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return f"{value:.4g}" if value != int(value) else str(int(value))

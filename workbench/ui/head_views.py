@@ -46,7 +46,7 @@ def mask_search_view(step: StepRecord) -> Iterable[RenderableType]:
         )
 
 
-@step_view("prune")
+@step_view("prune", shows_metrics=True)
 def prune_view(step: StepRecord) -> Iterable[RenderableType]:
     data = step.data
     table = Table(title="Pruning: before / after", title_justify="left")

@@ -34,7 +34,7 @@ def heatmap(
     table = Table(show_edge=False, pad_edge=False, padding=(0, 0), box=None)
     table.add_column(f"{row_label}\\{column_label}", justify="right", style="dim", no_wrap=True)
     for column in range(width):
-        table.add_column(str(column), justify="center", no_wrap=True, min_width=5)
+        table.add_column(str(column), justify="center", no_wrap=True, min_width=6)
     for index, row in enumerate(grid):
         cells = [_cell(row[c] if c < len(row) else None, low, high, palette) for c in range(width)]
         table.add_row(Padding(str(index), (0, 1, 0, 0)), *cells)  # a space between the label and the first cell
@@ -44,20 +44,21 @@ def heatmap(
 
 def _cell(value: float | None, low: float, high: float, palette: list[str]) -> Text:
     if value is None or not math.isfinite(value):
-        return Text("  ·  ", style="dim")
+        return Text(f"{'·':^6}", style="dim")
     fraction = 0.5 if high == low else (value - low) / (high - low)
     colour = palette[min(int(fraction * len(palette)), len(palette) - 1)]
     foreground = "black" if fraction > 0.55 or (palette is DIVERGING and 0.3 < fraction < 0.7) else "white"
-    return Text(f"{_format(value):^5}", style=f"{foreground} on {colour}")
+    return Text(f"{_format(value):^6}", style=f"{foreground} on {colour}")
 
 
 def _format(value: float) -> str:
-    if value == 0:
-        return "0"
+    if value == int(value) and abs(value) < 100_000:
+        return str(int(value))  # masks, counts and ranks read better without decimals
     if abs(value) >= 100:
         return f"{value:.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
     if abs(value) >= 0.01:
-        return f"{value:.2f}"[1:] if 0 < value < 1 else f"{value:.2f}"
+        text = f"{value:.2f}"
+        return text[1:] if text.startswith("0.") else text  # ".53" keeps cells narrow
     return f"{value:.0e}"

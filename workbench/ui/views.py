@@ -15,7 +15,7 @@ from workbench.db.records import HeadScores, LayerScores, RunDetail, RunSummary,
 from workbench.ui.charts import bar_chart
 from workbench.ui import analysis_views, head_views  # noqa: F401  (they register step views)
 from workbench.ui.heatmap import heatmap
-from workbench.ui.registry import STEP_VIEWS
+from workbench.ui.registry import STEP_VIEWS, VIEWS_WITH_METRICS
 
 STATUS_STYLE = {
     "finished": "green",
@@ -55,7 +55,7 @@ def run_view(run: RunDetail, *, step_ids: list[str] | None = None, scores: list[
             continue
         body = list(step_body(step, scores=scores))
         if body:
-            parts.append(Panel(Group(*body), title=f"[bold]{step.step_id}[/bold] ({step.kind})", title_align="left"))
+            parts.append(Panel(Group(*body), title=f"[bold]{step.step_id}[/bold] ({step.kind})", title_align="left", expand=False))
     return Group(*parts)
 
 
@@ -83,13 +83,13 @@ def steps_table(steps: list[StepRecord]) -> Table:
     return table
 
 
-def metrics_table(metrics: dict[str, float | None], title: str = "metrics") -> Table:
-    table = Table(title=title, title_justify="left", show_header=False, box=None)
+def metrics_table(metrics: dict[str, float | None], title: str = "metrics") -> Group:
+    table = Table(show_header=False, box=None)
     table.add_column("name", style="bold")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
         table.add_row(name, format_number(value))
-    return table
+    return Group(Text(title, style="bold underline"), table)
 
 
 def compare_view(a: RunDetail, b: RunDetail) -> Group:
@@ -228,8 +228,10 @@ def run_summary(run: RunDetail) -> Group:
     """The end-of-run summary: steps, their metrics, and the first heatmap of each step."""
     parts: list[RenderableType] = [_run_header(run), steps_table(run.steps)]
     for step in run.steps:
-        if step.metrics:
+        if step.metrics and step.kind not in VIEWS_WITH_METRICS:
             parts.append(metrics_table(step.metrics, title=f"{step.step_id} ({step.kind})"))
+        elif step.kind in STEP_VIEWS:
+            parts.append(Text(f"{step.step_id} ({step.kind})", style="bold underline"))
         if step.kind in STEP_VIEWS:
             parts.extend(STEP_VIEWS[step.kind](step))
         if step.head_scores:
