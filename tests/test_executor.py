@@ -297,3 +297,22 @@ def test_the_seed_makes_fresh_runs_identical(pipeline, tmp_path):
     assert model_sha256(second) == model_sha256(first)
     other_seed = run_ok(pipeline, tmp_path / "c", "--set", "seed=4")
     assert model_sha256(other_seed) != model_sha256(first)
+
+
+def test_a_fully_cached_run_never_imports_torch(pipeline, store_dir):
+    """Re-running an unchanged recipe reads the cache as numpy: no torch, no transformers."""
+    import subprocess
+    import sys
+
+    run_ok(pipeline, store_dir)
+    script = (
+        "import sys\n"
+        "from workbench.cli import main\n"
+        f"sys.argv = ['workbench', 'run', {str(pipeline)!r}, '--store', {str(store_dir)!r}, '-q']\n"
+        "try:\n    main()\nexcept SystemExit as exit_:\n    assert not exit_.code, exit_.code\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert statuses(run_json(store_dir)) == dict.fromkeys(ALL_STEPS, "cached")

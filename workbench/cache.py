@@ -116,11 +116,12 @@ class Cache:
             raise CorruptEntry(f"cache entry {key[:12]} has an unreadable result.json: {error}") from None
         result = StepResult(metrics=summary["metrics"], data=summary["data"])
         if (entry / "tensors.safetensors").is_file():
-            from safetensors.torch import load_file
+            import numpy as np
+            from safetensors.numpy import load_file  # numpy, not torch: see StepResult.to_torch
 
-            for name, tensor in load_file(str(entry / "tensors.safetensors")).items():
+            for name, array in load_file(str(entry / "tensors.safetensors")).items():
                 group, _, short = name.partition("/")
-                getattr(result, group)[short] = tensor
+                getattr(result, group)[short] = np.array(array)  # a writable copy
         if (entry / "files").is_dir():
             result.files_dir = entry / "files"
         return result, manifest

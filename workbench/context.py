@@ -7,14 +7,14 @@ from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import torch
-
 from workbench.data.sources import LoadedDataset, load_dataset_spec
 from workbench.errors import StepError
 from workbench.progress import ProgressReporter
 from workbench.steps.base import StepParams, StepResult
 
 if TYPE_CHECKING:
+    import torch
+
     from workbench.models.loading import LoadedModel
     from workbench.plan import Plan, PlannedStep
 
@@ -25,13 +25,22 @@ MODEL_FOLDER = "model"  # where steps that output a model save it, inside their 
 class RunResources:
     """Shared by the steps of one run: loaded datasets and the results of finished steps."""
 
-    def __init__(self, plan: "Plan", device: torch.device, progress: ProgressReporter):
+    def __init__(self, plan: "Plan", progress: ProgressReporter):
         self.plan = plan
-        self.device = device
         self.progress = progress
+        self.resolved_device: "torch.device | None" = None
         self.datasets: dict[str, LoadedDataset] = {}
         self.results: dict[str, StepResult] = {}
         self.resolved_commits: dict[str, str] = {}
+
+    @property
+    def device(self) -> "torch.device":
+        """The device of the recipe, picked when a step first needs it (a cached run needs none)."""
+        if self.resolved_device is None:
+            from workbench.device import pick_device
+
+            self.resolved_device = pick_device(self.plan.recipe.recipe.device)
+        return self.resolved_device
 
 
 class StepContext:
@@ -45,7 +54,7 @@ class StepContext:
         return self.step.params
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> "torch.device":
         return self._resources.device
 
     @property
@@ -68,7 +77,7 @@ class StepContext:
         return loaded
 
     def upstream(self, step_id: str) -> StepResult:
-        return self._resources.results[step_id]
+        return self._resources.results[step_id].to_torch()
 
     def upstream_params(self, step_id: str) -> StepParams:
         """The parameters another step of this recipe was given (e.g. which dataset it read)."""

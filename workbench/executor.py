@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from workbench.cache import Cache, CorruptEntry, EntryFile
 from workbench.context import RunResources, StepContext
 from workbench.db.store import Store, register_live_run, unregister_live_run
+from workbench.environment import software_environment
 from workbench.errors import RecipeError, RunInterrupted, WorkbenchError, did_you_mean
 from workbench.hashing import value_sha256
 from workbench.plan import Plan, PlannedStep, build_plan
@@ -69,34 +71,35 @@ def run_recipe(
     force: list[str] | None = None,
     progress: ProgressReporter | None = None,
 ) -> RunOutcome:
-    """Run (or resume) a recipe. Raises WorkbenchError after recording a failed step."""
-    from workbench.device import environment, pick_device, seed_everything
+    """Run (or resume) a recipe. Raises WorkbenchError after recording a failed step.
 
+    Torch is imported only when a step has to run: a fully cached run reads everything as numpy.
+    """
     plan = build_plan(loaded)
     forced = _forced_steps(plan, force or [])
-    device = pick_device(loaded.recipe.device)
+    progress = progress or ProgressReporter()
+    resources = RunResources(plan, progress)
+    if loaded.recipe.device not in ("auto", "cpu"):
+        resources.device  # an explicitly requested accelerator that is missing fails before anything runs
     store = Store.open(store_dir)
     store.mark_dead_runs()
     cache = Cache(store_dir / "cache")
     cache.sweep_staging()
-    progress = progress or ProgressReporter()
     run_id = store.start_run(
         name=loaded.name,
         recipe_text=loaded.text,
         recipe_path=str(loaded.path) if loaded.path else None,
         recipe_hash=value_sha256(loaded.text),
         seed=loaded.recipe.seed,
-        device=str(device),
+        device=loaded.recipe.device,
         overrides=loaded.overrides,
-        environment=environment(device, loaded.base_dir),
+        environment=software_environment(loaded.base_dir),
     )
     register_live_run(run_id)
-    outcome = RunOutcome(run_id, "running", device=str(device))
-    resources = RunResources(plan, device, progress)
+    outcome = RunOutcome(run_id, "running", device=loaded.recipe.device)
     try:
         with progress, _stop_on_sigterm():
             for step in plan.steps:
-                seed_everything(loaded.recipe.seed)
                 outcome.steps.append(_run_step(step, step.step_id in forced, resources, cache, store, run_id))
     except KeyboardInterrupt:
         outcome.status = "interrupted"
@@ -108,11 +111,25 @@ def run_recipe(
         raise
     finally:
         unregister_live_run(run_id)
-        if resources.resolved_commits:
-            store.update_environment(run_id, {"model_commits": resources.resolved_commits})
+        _record_what_was_used(store, run_id, resources, outcome)
     outcome.status = "finished"
     store.finish_run(run_id, "finished")
     return outcome
+
+
+def _record_what_was_used(store: Store, run_id: int, resources: RunResources, outcome: RunOutcome) -> None:
+    """The device and hub commits, known only if some step ran."""
+    extra: dict[str, object] = {}
+    if resources.resolved_device is not None:
+        from workbench.device import hardware
+
+        extra.update(hardware(resources.resolved_device))
+        outcome.device = str(resources.resolved_device)
+        store.set_device(run_id, outcome.device)
+    if resources.resolved_commits:
+        extra["model_commits"] = resources.resolved_commits
+    if extra:
+        store.update_environment(run_id, extra)
 
 
 def _run_step(
@@ -132,6 +149,8 @@ def _run_step(
             resources.progress.log(f"[yellow]warning:[/yellow] {note}")
             cache.discard(step.key)
         else:
+            if "torch" in sys.modules:  # tensors for callers that use torch anyway; numpy otherwise
+                result.to_torch()
             resources.results[step.step_id] = result
             _record(store, step_pk, "cached", time.perf_counter() - started, result, manifest, step.key)
             return StepOutcome(step.step_id, step.kind, step.key, "cached", time.perf_counter() - started, result)
@@ -141,6 +160,9 @@ def _run_step(
 
     staging = cache.staging_dir(step.key)
     try:
+        from workbench.device import seed_everything
+
+        seed_everything(resources.plan.recipe.recipe.seed)
         context = StepContext(resources, step, staging / "files")
         result = STEP_TYPES[step.kind]().run(context, step.params)
         manifest = cache.commit(step.key, staging, result)
@@ -166,14 +188,23 @@ def _record(
         status=status,
         duration_s=duration,
         metrics={name: float(value) for name, value in result.metrics.items()},
-        head_scores={name: grid.double().tolist() for name, grid in result.head_scores.items()},
-        layer_scores={name: line.double().tolist() for name, line in result.layer_scores.items()},
+        head_scores={name: _float_lists(grid) for name, grid in result.head_scores.items()},
+        layer_scores={name: _float_lists(line) for name, line in result.layer_scores.items()},
         data=result.data,
         artifacts=[
             {"name": f.path, "kind": _artifact_kind(f.path), "cache_key": key, "sha256": f.sha256, "bytes": f.bytes}
             for f in manifest
         ],
     )
+
+
+def _float_lists(values: object) -> list:
+    """A tensor or array (CPU) as nested lists of Python floats."""
+    import numpy as np
+
+    if hasattr(values, "detach"):  # a torch tensor, possibly on an accelerator
+        values = values.detach().cpu()
+    return np.asarray(values, dtype=np.float64).tolist()
 
 
 def _artifact_kind(path: str) -> str:

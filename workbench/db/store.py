@@ -144,6 +144,10 @@ class Store:
             run = session.get_one(SqlRun, run_id)
             run.environment = json.dumps({**json.loads(run.environment), **extra}, default=str)
 
+    def set_device(self, run_id: int, device: str) -> None:
+        with self.session() as session:
+            session.get_one(SqlRun, run_id).device = device
+
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         with self.session() as session:
             run = session.get_one(SqlRun, run_id)

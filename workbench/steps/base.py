@@ -63,6 +63,20 @@ class StepResult:
     data: dict[str, Any] = field(default_factory=dict)  # JSON-able: curves, tables, iterations
     files_dir: Path | None = None  # folder of produced files (a model, feature shards), if any
 
+    def to_torch(self) -> "StepResult":
+        """Turn arrays read from the cache into tensors, in place.
+
+        The cache hands back numpy arrays so that a fully cached run never imports torch; a step
+        that reads an upstream result gets tensors.
+        """
+        import torch
+
+        for group in (self.head_scores, self.layer_scores, self.tensors):
+            for name, value in group.items():
+                if not isinstance(value, torch.Tensor):
+                    group[name] = torch.from_numpy(value)
+        return self
+
     def file(self, name: str) -> Path:
         """A produced file or folder; raises if the step did not produce it."""
         if self.files_dir is None or not (self.files_dir / name).exists():
