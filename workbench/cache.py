@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import StoreError
 from workbench.hashing import read_sha256
+from workbench.processes import HOST, process_alive
+
+_HOST = HOST.replace("/", "_")  # safe in a folder name
 from workbench.steps.base import StepResult
 
 MANIFEST = "manifest.json"
@@ -61,7 +63,7 @@ class Cache:
         removed = []
         for folder in (self.root / "tmp").glob("*-*-*-*"):
             owner, pid, _ = folder.name.rsplit("-", 2)
-            if owner[17:] == _HOST and pid.isdigit() and not _process_alive(int(pid)):
+            if owner[17:] == _HOST and pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
         return removed
@@ -152,19 +154,6 @@ class Cache:
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.replace(entry, trash)  # atomic: readers see either the entry or nothing
             shutil.rmtree(trash, ignore_errors=True)
-
-
-_HOST = socket.gethostname().replace("/", "_")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _flatten_tensors(result: StepResult) -> dict:

@@ -58,3 +58,12 @@ def still_acceptable(score: float, original: float, threshold: float, metric: st
     if higher_is_better(metric):
         return score >= threshold * original
     return score <= original / threshold
+
+
+def metric_value(metrics: dict[str, float], metric: str) -> float:
+    """One named score, or a StepError saying which the model head offers."""
+    from workbench.errors import StepError
+
+    if metric not in metrics:
+        raise StepError(f"metric '{metric}' is not available for this model head", hint=f"choose one of {sorted(metrics)}")
+    return metrics[metric]

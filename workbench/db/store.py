@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from workbench.db.records import (
     StepRecord,
 )
 from workbench.errors import StoreError
+from workbench.processes import HOST, process_alive
 
 BUSY_TIMEOUT_S = 60
 
@@ -128,7 +128,7 @@ class Store:
                 name=name,
                 status="running",
                 started_at=now(),
-                host=socket.gethostname(),
+                host=HOST,
                 pid=os.getpid(),
                 device=device,
                 seed=seed,
@@ -205,11 +205,11 @@ class Store:
 
     def mark_dead_runs(self) -> list[int]:
         """Runs left 'running' by a process of this host that no longer exists become 'interrupted'."""
-        host = socket.gethostname()
+        host = HOST
         marked = []
         with self.session() as session:
             for run in session.scalars(select(SqlRun).where(SqlRun.status == "running", SqlRun.host == host)):
-                if not _process_alive(run.pid) or (run.pid == os.getpid() and run.id not in _LIVE_RUNS):
+                if not process_alive(run.pid) or (run.pid == os.getpid() and run.id not in _LIVE_RUNS):
                     run.status, run.finished_at = "interrupted", run.finished_at or now()
                     run.error = run.error or "the process ended without finishing the run (killed?)"
                     for step in run.steps:
@@ -290,16 +290,6 @@ def _make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _number(value: Any) -> float | None:

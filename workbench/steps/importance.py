@@ -29,6 +29,23 @@ class ImportanceOptions(ModelDatasetParams):
             return [("", f"{self.kind} needs a loss: set model.head (sequence-classification, causal-lm, masked-lm)")]
         return []
 
+    def estimate(self, ctx, loaded, task, *, mask=None, entropy: bool = False, label: str = "importance"):  # type: ignore[no-untyped-def]
+        """Head importance on `task` with these options (and a progress bar labelled `label`)."""
+        from workbench.analysis.importance import head_importance
+
+        return head_importance(
+            loaded,
+            task,
+            self.batch_size,
+            granularity=self.granularity,
+            mask=mask,
+            compute_entropy=entropy,
+            normalize_by_layer=self.normalize_by_layer,
+            normalize_global=self.normalize_global,
+            seed=ctx.seed,
+            track=lambda items, n: ctx.track(items, n, label),
+        )
+
 
 class ImportanceParams(ImportanceOptions):
     entropy: bool = Field(True, description="also accumulate attention entropy in the same pass (eager attention)")
@@ -47,24 +64,12 @@ class Importance(Step):
     )
 
     def run(self, ctx: "StepContext", params: ImportanceParams) -> StepResult:  # type: ignore[override]
-        from workbench.analysis.importance import head_importance
         from workbench.analysis.tasks import prepare_task
 
         loaded = ctx.model(params.model)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         mask = ctx.upstream(params.mask).tensors["mask"] if params.mask else None
-        result = head_importance(
-            loaded,
-            task,
-            params.batch_size,
-            granularity=params.granularity,
-            mask=mask,
-            compute_entropy=params.entropy,
-            normalize_by_layer=params.normalize_by_layer,
-            normalize_global=params.normalize_global,
-            seed=ctx.seed,
-            track=lambda items, n: ctx.track(items, n, "importance"),
-        )
+        result = params.estimate(ctx, loaded, task, mask=mask, entropy=params.entropy)
         head_scores = {"importance": result.importance, "importance_raw": result.raw, "rank": importance_ranks(result.importance)}
         if result.entropy is not None:
             head_scores["entropy"] = result.entropy

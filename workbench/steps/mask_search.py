@@ -36,10 +36,9 @@ class MaskSearch(Step):
     def run(self, ctx: "StepContext", params: MaskSearchParams) -> StepResult:  # type: ignore[override]
         import torch
 
-        from workbench.analysis.importance import head_importance, mask_least_important
-        from workbench.analysis.metrics import default_metric, still_acceptable
+        from workbench.analysis.importance import mask_least_important
+        from workbench.analysis.metrics import default_metric, metric_value, still_acceptable
         from workbench.analysis.tasks import prepare_task
-        from workbench.errors import StepError
 
         loaded = ctx.model(params.model)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
@@ -48,20 +47,8 @@ class MaskSearch(Step):
         per_iteration = max(1, int(num_heads * params.amount))
 
         def estimate(mask: torch.Tensor, label: str):  # importance and score from the same passes
-            result = head_importance(
-                loaded,
-                task,
-                params.batch_size,
-                granularity=params.granularity,
-                mask=mask,
-                normalize_by_layer=params.normalize_by_layer,
-                normalize_global=params.normalize_global,
-                seed=ctx.seed,
-                track=lambda items, n: ctx.track(items, n, label),
-            )
-            if metric not in result.metrics:
-                raise StepError(f"metric '{metric}' is not available for this model head", hint=f"choose one of {sorted(result.metrics)}")
-            return result.importance, result.metrics[metric]
+            result = params.estimate(ctx, loaded, task, mask=mask, label=label)
+            return result.importance, metric_value(result.metrics, metric)
 
         mask = torch.ones(loaded.layout.shape)
         importance, original = estimate(mask, "unmasked")

@@ -150,7 +150,6 @@ class Prune(Step):
 
     @staticmethod
     def _heads_to_prune(ctx, params, loaded, task, already) -> dict[int, list[int]]:  # type: ignore[no-untyped-def]
-        from workbench.analysis.importance import head_importance
         from workbench.models.pruning import select_heads_to_prune
 
         if params.heads is not None:
@@ -161,16 +160,7 @@ class Prune(Step):
         if params.importance is not None:
             importance = ctx.upstream(params.importance).tensors["importance"]
         else:
-            importance = head_importance(
-                loaded,
-                task,
-                params.batch_size,
-                granularity=params.granularity,
-                normalize_by_layer=params.normalize_by_layer,
-                normalize_global=params.normalize_global,
-                seed=ctx.seed,
-                track=lambda items, n: ctx.track(items, n, "importance"),
-            ).importance
+            importance = params.estimate(ctx, loaded, task).importance
         return select_heads_to_prune(
             importance,
             params.fraction,

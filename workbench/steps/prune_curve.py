@@ -40,8 +40,8 @@ class PruneCurve(Step):
     def run(self, ctx: "StepContext", params: PruneCurveParams) -> StepResult:  # type: ignore[override]
         import torch
 
-        from workbench.analysis.importance import head_importance, mask_least_important
-        from workbench.analysis.metrics import default_metric
+        from workbench.analysis.importance import mask_least_important
+        from workbench.analysis.metrics import default_metric, metric_value
         from workbench.analysis.tasks import evaluate_task, prepare_task
 
         loaded = ctx.model(params.model)
@@ -50,16 +50,7 @@ class PruneCurve(Step):
         num_heads = loaded.layout.num_layers * loaded.layout.num_heads
 
         def estimate(mask: torch.Tensor) -> torch.Tensor:
-            return head_importance(
-                loaded,
-                task,
-                params.batch_size,
-                granularity=params.granularity,
-                mask=mask,
-                normalize_by_layer=params.normalize_by_layer,
-                normalize_global=params.normalize_global,
-                seed=ctx.seed,
-            ).importance
+            return params.estimate(ctx, loaded, task, mask=mask).importance
 
         mask = torch.ones(loaded.layout.shape)
         importance = ctx.upstream(params.importance).tensors["importance"] if params.importance else estimate(mask)
@@ -70,6 +61,6 @@ class PruneCurve(Step):
                 importance = estimate(mask)  # rank the remaining heads under the current mask
             mask = mask_least_important(importance, mask, target - masked)
             evaluation = evaluate_task(loaded, task, params.batch_size, gates=mask.to(loaded.device), seed=ctx.seed)
-            curve.append({"percent": percent, "heads_masked": int((mask == 0).sum()), "score": evaluation.metrics[metric]})
+            curve.append({"percent": percent, "heads_masked": int((mask == 0).sum()), "score": metric_value(evaluation.metrics, metric)})
         metrics = {f"{metric}@{point['percent']:g}%": point["score"] for point in curve}
         return StepResult(metrics=metrics, data={"metric": metric, "curve": curve})
