@@ -17,6 +17,8 @@ from workbench.ui import analysis_views, head_views  # noqa: F401  (they registe
 from workbench.ui.heatmap import heatmap
 from workbench.ui.registry import STEP_VIEWS, VIEWS_WITH_METRICS
 
+MAX_HEATMAPS = 8  # per step in `show`, unless --score names them
+
 STATUS_STYLE = {
     "finished": "green",
     "done": "green",
@@ -66,9 +68,16 @@ def step_body(step: StepRecord, *, scores: list[str] | None = None) -> Iterable[
         yield metrics_table(step.metrics)
     if step.kind in STEP_VIEWS:
         yield from STEP_VIEWS[step.kind](step)
-    for grid in step.head_scores:
-        if scores is None or grid.name in scores:
-            yield heatmap(grid.values, f"{grid.name} (layer x head)")
+    grids = [grid for grid in step.head_scores if scores is None or grid.name in scores]
+    if scores is None and len(grids) > MAX_HEATMAPS:  # e.g. one per dependency relation and direction
+        hidden = [grid.name for grid in grids[MAX_HEATMAPS:]]
+        grids = grids[:MAX_HEATMAPS]
+    else:
+        hidden = []
+    for grid in grids:
+        yield heatmap(grid.values, f"{grid.name} (layer x head)")
+    if hidden:
+        yield Text(f"{len(hidden)} more head scores; pick with --score NAME: {', '.join(hidden)}", style="dim")
     for line in step.layer_scores:
         if scores is None or line.name in scores:
             yield bar_chart([(f"layer {i}", v) for i, v in enumerate(line.values)], f"{line.name} by layer")
