@@ -156,3 +156,30 @@ def test_prune_needs_exactly_one_source(tiny_model_dir, write_recipe):
 def test_acceptability_respects_the_metric_direction():
     assert still_acceptable(0.9, 1.0, 0.9, "accuracy") and not still_acceptable(0.89, 1.0, 0.9, "accuracy")
     assert still_acceptable(11.0, 10.0, 0.9, "perplexity") and not still_acceptable(11.2, 10.0, 0.9, "perplexity")
+
+
+@pytest.mark.parametrize("reestimate", [True, False])
+def test_head_searches_on_a_pruned_model_count_only_the_heads_it_has(tiny_model_dir, write_recipe, store_dir, reestimate):
+    """Pruned heads are neither masked again nor counted; the search stops with one head left."""
+    recipe = write_recipe(
+        f"""
+        version: 1
+        name: heads-pruned-search
+        model: {{id: {tiny_model_dir("bert")}, head: sequence-classification, num_labels: 2}}
+        datasets:
+          dev: {{path: agreement, size: 16, text: sentence, label: label}}
+        steps:
+          prune: {{kind: prune, dataset: dev, heads: {{0: [0, 1, 2]}}, batch_sizes: [4], timing_examples: 4}}
+          search: {{kind: mask_search, model: prune, dataset: dev, threshold: 0.01, amount: 0.25, reestimate: {str(reestimate).lower()}}}
+          curve: {{kind: prune_curve, model: prune, dataset: dev, percents: [0, 40, 80]}}
+        """
+    )
+    outcome = _run(recipe, store_dir)
+    search = outcome.step("search").result
+    mask = search.tensors["mask"]
+    assert mask[0, :3].tolist() == [0, 0, 0]  # pruned heads stay masked and are not counted
+    assert search.metrics["heads_masked"] == 4  # 5 heads exist; steps of 1, the last one stays
+    assert int(mask.sum()) == 1
+    assert [row["heads_masked"] for row in search.data["iterations"]] == [0, 1, 2, 3, 4]
+    curve = outcome.step("curve").result.data["curve"]
+    assert [point["heads_masked"] for point in curve] == [0, 2, 4]

@@ -150,7 +150,8 @@ class Cache:
         """Remove an entry (a corrupt one, or one the user forces to recompute)."""
         entry = self.entry_dir(key)
         if entry.exists():
-            trash = self.root / "tmp" / f"trash-{key[:16]}-{uuid.uuid4().hex[:8]}"
+            # Named like a staging folder, so a sweep removes it if we die before rmtree finishes.
+            trash = self.root / "tmp" / f"{key[:16]}-{_HOST}-{os.getpid()}-trash{uuid.uuid4().hex[:8]}"
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.replace(entry, trash)  # atomic: readers see either the entry or nothing
             shutil.rmtree(trash, ignore_errors=True)

@@ -21,7 +21,7 @@ from workbench.cache import Cache, CorruptEntry, EntryFile
 from workbench.context import RunResources, StepContext
 from workbench.db.store import Store, register_live_run, unregister_live_run
 from workbench.environment import software_environment
-from workbench.errors import RecipeError, RunInterrupted, WorkbenchError, did_you_mean
+from workbench.errors import RecipeError, RunInterrupted, StoreError, WorkbenchError, did_you_mean
 from workbench.hashing import value_sha256
 from workbench.plan import Plan, PlannedStep, build_plan
 from workbench.progress import ProgressReporter
@@ -103,11 +103,11 @@ def run_recipe(
                 outcome.steps.append(_run_step(step, step.step_id in forced, resources, cache, store, run_id))
     except KeyboardInterrupt:
         outcome.status = "interrupted"
-        store.finish_run(run_id, "interrupted", "stopped by the user")
+        _finish_quietly(store, run_id, "interrupted", "stopped by the user", progress)
         raise RunInterrupted("run interrupted; finished steps are cached and the next run resumes from them") from None
     except BaseException as error:
         outcome.status = "failed"
-        store.finish_run(run_id, "failed", _describe(error))
+        _finish_quietly(store, run_id, "failed", _describe(error), progress)
         raise
     finally:
         unregister_live_run(run_id)
@@ -115,6 +115,14 @@ def run_recipe(
     outcome.status = "finished"
     store.finish_run(run_id, "finished")
     return outcome
+
+
+def _finish_quietly(store: Store, run_id: int, status: str, error: str, progress: ProgressReporter) -> None:
+    """Record how a run ended without letting a store problem hide the error that ended it."""
+    try:
+        store.finish_run(run_id, status, error)
+    except StoreError as store_error:
+        progress.log(f"[yellow]warning:[/yellow] could not record run {run_id} as {status}: {store_error}")
 
 
 def _record_what_was_used(store: Store, run_id: int, resources: RunResources, outcome: RunOutcome) -> None:

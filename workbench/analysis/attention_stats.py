@@ -1,10 +1,11 @@
 """Streaming per-head statistics of attention maps (Clark et al. 2019, section 3).
 
-Per head, averaged over the real (non-padding) query positions of every example:
+Per head, the mean over the real (non-padding) query positions of each example, then the mean over
+examples (each example weighs the same, as in Clark et al.'s code):
 
     entropy       entropy of the attention distribution, smoothed as A <- 0.9999 A + 0.0001/n
     self          attention to the query token itself
-    prev, next    attention to the previous / next token (over queries that have one)
+    prev, next    attention to the previous / next token (over the queries that have one)
     first         attention to the first token ([CLS] for BERT-style models, BOS or the first
                   token for decoders)
     sep           attention to separator tokens ([SEP], or EOS for decoders)
@@ -55,9 +56,14 @@ class HeadStatistics:
         heads = head_ids.to(probs.device)
 
         def accumulate(name: str, per_query: torch.Tensor, weight: torch.Tensor) -> None:
-            # per_query: [batch, heads, q_len]; weight: [batch, 1, q_len] which queries count
-            self.sums[name][layer, heads] += (per_query * weight).sum((0, 2)).double()
-            self.counts[name][layer, heads] += weight.sum().double().expand(len(heads))
+            # per_query: [batch, heads, q_len]; weight: [batch, 1, q_len] which queries count.
+            # Every example counts once (Clark et al.'s notebook): its mean over its own queries,
+            # then the mean over examples, so long sentences do not outweigh short ones.
+            counted = weight.sum(-1)  # [batch, 1]
+            per_example = (per_query * weight).sum(-1) / counted.clamp(min=1)  # [batch, heads]
+            present = (counted > 0).to(per_example.dtype)  # [batch, 1] examples with such a query
+            self.sums[name][layer, heads] += (per_example * present).sum(0).double()
+            self.counts[name][layer, heads] += present.sum().double().expand(len(heads))
 
         diagonal = probs.diagonal(dim1=-2, dim2=-1)  # [batch, heads, seq]
         accumulate("self", diagonal, query_weight)

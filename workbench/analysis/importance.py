@@ -100,7 +100,7 @@ def head_importance(
     seconds = time.perf_counter() - started
 
     tokens = task.encodings.num_tokens
-    raw = torch.where(_pruned_heads(loaded), torch.nan, (gradient_sum / tokens).float())
+    raw = torch.where(pruned_head_mask(loaded), torch.nan, (gradient_sum / tokens).float())
     return ImportanceResult(
         raw=raw.cpu(),
         importance=normalize(raw, by_layer=normalize_by_layer, globally=normalize_global).cpu(),
@@ -159,7 +159,7 @@ def _absolute_per_granularity(gradient: torch.Tensor, granularity: str, batch: B
     return (gradient.abs() * real).sum((0, 1))
 
 
-def _pruned_heads(loaded: LoadedModel) -> torch.Tensor:
+def pruned_head_mask(loaded: LoadedModel) -> torch.Tensor:
     """[layers, heads] True where a head no longer exists (structurally pruned)."""
     pruned = torch.ones(loaded.layout.shape, dtype=torch.bool)
     for layer, module in enumerate(loaded.attention_modules):

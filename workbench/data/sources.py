@@ -12,14 +12,12 @@ json, parquet), plus four sources of our own:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import DataError, did_you_mean
-from workbench.hashing import file_sha256
+from workbench.hashing import file_sha256, value_sha256
 from workbench.recipe.schema import DatasetSpec
 
 OWN_SOURCES = ("tsv", "conllu", "python_code", "agreement")
@@ -101,17 +99,30 @@ def check_dataset_spec(spec: DatasetSpec, base_dir: Path) -> list[tuple[str, str
 
 
 def dataset_fingerprint(spec: DatasetSpec, base_dir: Path) -> str:
-    """Hash of the normalized spec and the bytes of every local file it reads."""
-    digest = hashlib.sha256()
+    """Hash of the spec with every local path replaced by the content hash of what it names.
+
+    Where files lie does not matter; what they contain, and which split each belongs to, does.
+    """
     normalized = spec.model_dump(mode="json")
-    normalized["data_files"] = normalized["data_dir"] = None  # the contents count, not where they lie
-    digest.update(json.dumps(normalized, sort_keys=True).encode())
-    for path in data_paths(spec, base_dir):
-        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if file.is_file():
-                digest.update(file.name.encode())
-                digest.update(file_sha256(file).encode())
-    return digest.hexdigest()
+    normalized["data_files"] = _content_of(spec.data_files, base_dir)
+    normalized["data_dir"] = _content_of(spec.data_dir, base_dir)
+    return value_sha256(normalized)
+
+
+def _content_of(files: Any, base_dir: Path) -> Any:
+    """The same structure as `data_files` / `data_dir`, each path replaced by a content hash."""
+    if files is None:
+        return None
+    if isinstance(files, list):
+        return [_content_of(item, base_dir) for item in files]
+    if isinstance(files, dict):
+        return {split: _content_of(value, base_dir) for split, value in files.items()}
+    path = _resolve(base_dir, files)
+    if path.is_dir():  # every file below, by its path relative to the folder
+        return {str(f.relative_to(path)): file_sha256(f) for f in sorted(path.rglob("*")) if f.is_file()}
+    if path.is_file():
+        return file_sha256(path)
+    return f"missing:{files}"  # a glob or a hub path: datasets resolves it; the text stands for it
 
 
 def load_dataset_spec(name: str, spec: DatasetSpec, base_dir: Path) -> LoadedDataset:

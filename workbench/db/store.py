@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from workbench.db.orm import (
@@ -116,13 +116,7 @@ class Store:
         environment: dict[str, Any],
     ) -> int:
         with self.session() as session:
-            recipe = session.scalar(select(SqlRecipe).where(SqlRecipe.content_hash == recipe_hash))
-            if recipe is None:
-                recipe = SqlRecipe(
-                    content_hash=recipe_hash, name=name, path=recipe_path, text=recipe_text, created_at=now()
-                )
-                session.add(recipe)
-                session.flush()
+            recipe = self._recipe_row(session, recipe_hash, name, recipe_path, recipe_text)
             run = SqlRun(
                 recipe_id=recipe.id,
                 name=name,
@@ -138,6 +132,21 @@ class Store:
             session.add(run)
             session.flush()
             return run.id
+
+    @staticmethod
+    def _recipe_row(session: Session, content_hash: str, name: str, path: str | None, text: str) -> SqlRecipe:
+        """The recipe's row, created if new. Two processes may create it at once: the loser re-reads."""
+        query = select(SqlRecipe).where(SqlRecipe.content_hash == content_hash)
+        recipe = session.scalar(query)
+        if recipe is not None:
+            return recipe
+        try:
+            with session.begin_nested():
+                recipe = SqlRecipe(content_hash=content_hash, name=name, path=path, text=text, created_at=now())
+                session.add(recipe)
+            return recipe
+        except IntegrityError:
+            return session.scalars(query).one()
 
     def update_environment(self, run_id: int, extra: dict[str, Any]) -> None:
         with self.session() as session:

@@ -29,6 +29,7 @@ class MaskSearchParams(ImportanceOptions):
 
 class MaskSearch(Step):
     kind = "mask_search"
+    version = 2  # works on pruned models; scores by inference when importance is not re-estimated
     Params = MaskSearchParams
     produces = frozenset({"mask"})
     summary = "Iterative masking of the least important heads while the score stays above threshold x original."
@@ -36,39 +37,48 @@ class MaskSearch(Step):
     def run(self, ctx: "StepContext", params: MaskSearchParams) -> StepResult:  # type: ignore[override]
         import torch
 
-        from workbench.analysis.importance import mask_least_important
+        from workbench.analysis.importance import mask_least_important, pruned_head_mask
         from workbench.analysis.metrics import default_metric, metric_value, still_acceptable
-        from workbench.analysis.tasks import prepare_task
+        from workbench.analysis.tasks import evaluate_task, prepare_task
 
         loaded = ctx.model(params.model)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         metric = params.metric or default_metric(task.kind)
-        num_heads = loaded.layout.num_layers * loaded.layout.num_heads
+        alive = ~pruned_head_mask(loaded).cpu()  # [layers, heads]; a pruned model has fewer heads
+        num_heads = int(alive.sum())
         per_iteration = max(1, int(num_heads * params.amount))
 
-        def estimate(mask: torch.Tensor, label: str):  # importance and score from the same passes
-            result = params.estimate(ctx, loaded, task, mask=mask, label=label)
-            return result.importance, metric_value(result.metrics, metric)
+        def masked_count(mask: torch.Tensor) -> int:
+            return int(((mask == 0) & alive).sum())
 
-        mask = torch.ones(loaded.layout.shape)
-        importance, original = estimate(mask, "unmasked")
+        def score(mask: torch.Tensor, label: str) -> tuple[torch.Tensor | None, float]:
+            """(importance under the mask if it is re-estimated, score) from the same passes."""
+            if params.reestimate:
+                result = params.estimate(ctx, loaded, task, mask=mask, label=label)
+                return result.importance, metric_value(result.metrics, metric)
+            evaluation = evaluate_task(loaded, task, params.batch_size, gates=mask.to(loaded.device), seed=ctx.seed)
+            return None, metric_value(evaluation.metrics, metric)  # inference only: no gradients needed
+
+        mask = alive.float()  # pruned heads stay at 0
+        first = params.estimate(ctx, loaded, task, mask=mask, label="unmasked")
+        importance, original = first.importance, metric_value(first.metrics, metric)
         iterations = [{"iteration": 0, "heads_masked": 0, "percent_masked": 0.0, "score": original}]
         kept_mask, kept_score = mask, original
-        while int(mask.sum()) > per_iteration:  # at least one head always stays
+        while num_heads - masked_count(mask) > per_iteration:  # at least one head always stays
             mask = mask_least_important(importance, mask, per_iteration)
-            new_importance, score = estimate(mask, f"{int((mask == 0).sum())} masked")
-            if params.reestimate:
+            masked = masked_count(mask)
+            new_importance, current = score(mask, f"{masked} masked")
+            if new_importance is not None:
                 importance = new_importance
-            masked = int((mask == 0).sum())
             iterations.append(
-                {"iteration": len(iterations), "heads_masked": masked, "percent_masked": 100 * masked / num_heads, "score": score}
+                {"iteration": len(iterations), "heads_masked": masked, "percent_masked": 100 * masked / num_heads, "score": current}
             )
-            ctx.log(f"{masked} heads masked ({100 * masked / num_heads:.0f}%): {metric} {score:.4f}")
-            if not still_acceptable(score, original, params.threshold, metric):
+            ctx.log(f"{masked} heads masked ({100 * masked / num_heads:.0f}%): {metric} {current:.4f}")
+            if not still_acceptable(current, original, params.threshold, metric):
                 break
-            kept_mask, kept_score = mask, score
+            kept_mask, kept_score = mask, current
 
-        masked = int((kept_mask == 0).sum())
+        masked = masked_count(kept_mask)
         return StepResult(
             metrics={
                 f"original_{metric}": original,

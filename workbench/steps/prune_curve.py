@@ -34,33 +34,39 @@ class PruneCurveParams(ImportanceOptions):
 
 class PruneCurve(Step):
     kind = "prune_curve"
+    version = 2  # percentages of the heads a (pruned) model still has
     Params = PruneCurveParams
     summary = "Mask the k% least important heads for each k and score the model: the pruning curve."
 
     def run(self, ctx: "StepContext", params: PruneCurveParams) -> StepResult:  # type: ignore[override]
         import torch
 
-        from workbench.analysis.importance import mask_least_important
+        from workbench.analysis.importance import mask_least_important, pruned_head_mask
         from workbench.analysis.metrics import default_metric, metric_value
         from workbench.analysis.tasks import evaluate_task, prepare_task
 
         loaded = ctx.model(params.model)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         metric = params.metric or default_metric(task.kind)
-        num_heads = loaded.layout.num_layers * loaded.layout.num_heads
+        alive = ~pruned_head_mask(loaded).cpu()  # [layers, heads]; percentages are of the heads that exist
+        num_heads = int(alive.sum())
 
         def estimate(mask: torch.Tensor) -> torch.Tensor:
             return params.estimate(ctx, loaded, task, mask=mask).importance
 
-        mask = torch.ones(loaded.layout.shape)
+        def masked_count(mask: torch.Tensor) -> int:
+            return int(((mask == 0) & alive).sum())
+
+        mask = alive.float()
         importance = ctx.upstream(params.importance).tensors["importance"] if params.importance else estimate(mask)
         curve = []
         for percent in ctx.track(params.percents, len(params.percents), "curve"):
-            masked, target = int((mask == 0).sum()), round(num_heads * percent / 100)
+            masked, target = masked_count(mask), round(num_heads * percent / 100)
             if params.reestimate and 0 < masked < target:
                 importance = estimate(mask)  # rank the remaining heads under the current mask
             mask = mask_least_important(importance, mask, target - masked)
             evaluation = evaluate_task(loaded, task, params.batch_size, gates=mask.to(loaded.device), seed=ctx.seed)
-            curve.append({"percent": percent, "heads_masked": int((mask == 0).sum()), "score": metric_value(evaluation.metrics, metric)})
+            score = metric_value(evaluation.metrics, metric)
+            curve.append({"percent": percent, "heads_masked": masked_count(mask), "score": score})
         metrics = {f"{metric}@{point['percent']:g}%": point["score"] for point in curve}
         return StepResult(metrics=metrics, data={"metric": metric, "curve": curve})
