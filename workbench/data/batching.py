@@ -8,7 +8,6 @@ so per-example outputs land back in dataset order.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -123,16 +122,3 @@ def collate(
         attention_mask=attention_mask.to(device),
         token_type_ids=token_types.to(device) if token_types is not None else None,
     )
-
-
-def iterate_batches(
-    encodings: Encodings,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    *,
-    order: str = "length",
-    seed: int = 0,
-    pad_to: int | None = None,
-) -> Iterator[Batch]:
-    for indices in batch_order(encodings.lengths, batch_size, order=order, seed=seed):
-        yield collate(encodings, indices, device, pad_to)

@@ -58,8 +58,24 @@ def _validate(model: type[BaseModel], value: Any, prefix: FieldPath, locate: _Lo
     try:
         return model.model_validate(value)
     except ValidationError as error:
-        problems = [_explain(item, model, value, prefix, locate) for item in error.errors()]
+        problems = _merge_alternatives([_explain(item, model, value, prefix, locate) for item in error.errors()])
         raise RecipeErrors(problems) if len(problems) > 1 else problems[0] from None
+
+
+def _merge_alternatives(problems: list[RecipeError]) -> list[RecipeError]:
+    """A value that fits no member of a union yields one error per member: say it once, with 'or'."""
+    merged: dict[tuple[Any, ...], RecipeError] = {}
+    for problem in problems:
+        where = (problem.file, problem.line, problem.field)
+        if where in merged and problem.detail != merged[where].detail:
+            first = merged[where]
+            got = first.detail.rsplit(", got ", 1)
+            alternative = problem.detail.rsplit(", got ", 1)[0]
+            detail = f"{got[0]} or {alternative}" + (f", got {got[1]}" if len(got) == 2 else "")
+            merged[where] = RecipeError(detail, file=first.file, line=first.line, field=first.field, hint=first.hint)
+        else:
+            merged.setdefault(where, problem)
+    return list(merged.values())
 
 
 def _validate_steps(steps: dict[str, Any], locate: _Locator) -> dict[str, Any]:
