@@ -66,6 +66,8 @@ def test_cat_scores_by_layer_and_head(tiny_model_dir, write_recipe, tmp_path, st
     assert metrics["cat_last_layer"] == pytest.approx(float(per_layer[-1]))
     assert metrics["cat_first_layer"] == pytest.approx(float(per_layer[0]))
     assert metrics["examples"] == metrics["examples_scored"] == len(FUNCTIONS)
+    assert metrics["examples_too_short"] == 0  # every function keeps at least two leaves
+    assert "pruned_heads" not in result.data
     assert metrics["examples_truncated"] >= 1 and metrics["leaves_dropped"] > 0  # long_one is cut at 64 pieces
     best = result.data["best_head"]
     assert best["cat"] == pytest.approx(float(per_head.max()))

@@ -198,6 +198,14 @@ def test_deprel_probe_on_mean_pooled_subset_of_layers(treebank_recipe, store_dir
     hidden: 16
     epochs: 5
     scalar_mix: false
+  mix:
+    kind: probe
+    task: upos
+    layers: [0, 2]
+    train: extract_train
+    dev: extract_dev
+    epochs: 5
+    cumulative: true
 """
     path = treebank_recipe(steps.replace("extract_train", "extract_train"), pooling="mean", max_length=64)
     outcome = _run(path, store_dir)
@@ -208,6 +216,19 @@ def test_deprel_probe_on_mean_pooled_subset_of_layers(treebank_recipe, store_dir
     assert result.data["layers"] == [0, 2]
     assert result.metrics["test_examples"] == result.metrics["dev_examples"]  # no test split: scored on dev
     assert outcome.step("extract_train").result.data["words_truncated"] == 0
+    # Scalar mix and cumulative probes over hidden states 0 and 2: center of gravity and expected layer
+    # are hidden-state indices, not slot numbers.
+    mix = outcome.step("mix").result
+    weights = mix.layer_scores["mix_weight"].tolist()
+    assert math.isnan(weights[1]) and weights[0] + weights[2] == pytest.approx(1, abs=1e-5)
+    assert mix.metrics["center_of_gravity"] == pytest.approx(2 * weights[2], abs=1e-5)
+    assert mix.data["mix"]["center_of_gravity"] == mix.metrics["center_of_gravity"]
+    delta = mix.data["cumulative"]["deltas"]
+    assert len(delta) == 1
+    if delta[0] > 0:  # a single Delta, at hidden state 2
+        assert mix.metrics["expected_layer"] == pytest.approx(2.0)
+    else:
+        assert math.isnan(mix.metrics["expected_layer"])
     # Editing only the probe re-runs only the probe.
     again = _run(treebank_recipe(steps.replace("hidden: 16", "hidden: 8"), pooling="mean", max_length=64), store_dir)
     assert {s.step_id: s.status for s in again.steps}["extract_train"] == "cached"

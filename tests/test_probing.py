@@ -12,6 +12,7 @@ import torch
 from workbench.analysis.probing import (
     ProbeConfig,
     Splits,
+    center_of_gravity,
     control_labels,
     cumulative_probes,
     evaluate_probe,
@@ -89,6 +90,37 @@ def test_expected_layer_follows_the_definition_and_is_nan_without_gain():
     assert expected_layer([0.1, 0.3, -0.1]) == pytest.approx(0.4 / 0.3)
     assert math.isnan(expected_layer([0.0, 0.0]))
     assert math.isnan(expected_layer([0.1, -0.2]))
+
+
+def test_layer_indices_put_center_and_expected_layer_in_layer_units():
+    assert center_of_gravity([0.25, 0.75]) == pytest.approx(0.75)
+    assert center_of_gravity([0.25, 0.75], layers=[4, 8]) == pytest.approx(7.0)
+    # slots [0, 4, 8]: Delta(4) = 0.1, Delta(8) = 0.3 -> (4 * 0.1 + 8 * 0.3) / 0.4
+    assert expected_layer([0.1, 0.3], layers=[0, 4, 8]) == pytest.approx(2.8 / 0.4)
+    assert expected_layer([0.1, 0.3], layers=[0, 1, 2]) == expected_layer([0.1, 0.3])
+    assert math.isnan(expected_layer([0.1, -0.2], layers=[0, 4, 8]))
+    with pytest.raises(StepError, match="layer indices"):
+        expected_layer([0.1, 0.3], layers=[4, 8])
+    with pytest.raises(StepError, match="layer indices"):
+        center_of_gravity([0.5, 0.5], layers=[1, 2, 3])
+
+
+def test_probes_on_a_subset_of_layers_answer_in_layer_units(layered):
+    """Slots 0, 1, 2 hold hidden states 0, 2, 4: the informative layer 2 is slot 1."""
+    features, labels, splits = layered
+    subset, layers = features[[0, INFORMATIVE, 4]], [0, INFORMATIVE, 4]
+    config = ProbeConfig(max_epochs=60)
+    mix = scalar_mix_probe(subset, labels, splits, config, layers=layers)
+    assert mix.center_of_gravity == pytest.approx(sum(l * w for l, w in zip(layers, mix.weights)))
+    assert abs(mix.center_of_gravity - INFORMATIVE) < 0.6
+    result = cumulative_probes(subset, labels, splits, config, layers=layers)
+    assert result.expected_layer == pytest.approx(expected_layer(result.deltas, layers))
+    assert abs(result.expected_layer - INFORMATIVE) < 0.6
+    assert [m.center_of_gravity for m in result.mixes] == pytest.approx(
+        [center_of_gravity(m.weights, layers[: len(m.weights)]) for m in result.mixes]
+    )
+    with pytest.raises(StepError, match="layer indices"):
+        scalar_mix_probe(subset, labels, splits, config, layers=[0, 2])
 
 
 def test_control_labels_are_fixed_per_type_and_follow_the_label_distribution():

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.analysis.attention_stats import smoothed_entropy
 from workbench.analysis.syntax import (
     DependencyHeadScorer,
     HeadJSDivergence,
     js_divergence_between_heads,
     mds_embedding,
-    smoothed_entropy,
     word_level_attention,
 )
 from workbench.errors import StepError
@@ -229,11 +229,40 @@ def test_mds_places_identical_heads_together():
 
 
 def test_smoothed_entropy():
-    uniform = torch.full((2, 3, 3), 1 / 3)  # [heads, seq, seq]
-    torch.testing.assert_close(smoothed_entropy(uniform), torch.full((2, 3), math.log(3)))
+    # attention_stats.smoothed_entropy: probs [batch, heads, q, k], real [batch, seq], lengths [batch].
+    uniform = torch.full((1, 2, 3, 3), 1 / 3)
+    real = torch.ones(1, 3, dtype=torch.bool)
+    torch.testing.assert_close(smoothed_entropy(uniform, real, real.sum(1)), torch.full((1, 2, 3), math.log(3)))
 
-    # Two real tokens attending to token 0, then padding: smoothing over n = 2 gives p = (1 - eps/2, eps/2).
-    one_hot = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    # Two real tokens attending to token 0, then padding: smoothing over n = 2 gives p = (1 - eps/2, eps/2),
+    # and the padding key does not count.
+    one_hot = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).expand(1, 2, 3, 3)
+    real = torch.tensor([[True, True, False]])
     eps = 1e-4
     expected = -((1 - eps / 2) * math.log(1 - eps / 2) + (eps / 2) * math.log(eps / 2))
-    torch.testing.assert_close(smoothed_entropy(one_hot, [1, 1, 0]), torch.full((2,), expected))
+    entropy = smoothed_entropy(one_hot, real, real.sum(1))  # [batch, heads, q_len]
+    assert entropy.shape == (1, 2, 3)
+    torch.testing.assert_close(entropy[..., :2], torch.full((1, 2, 2), expected))
+
+
+# --- pruned heads ---------------------------------------------------------------------------------
+
+
+def test_absent_heads_score_nan_and_are_never_the_best_head():
+    """Head 0 is the better one in dep->head; once it is absent (pruned) it is NaN and head 1 wins."""
+    scorer = DependencyHeadScorer(1, 2, min_count=1, present=np.array([[False, True]]))
+    scorer.add(WORD_ATTN, HEADS, DEPRELS, UPOS)
+    result = scorer.result()
+    assert np.isnan(result.overall.dep_to_head[0, 0]) and np.isnan(result.overall.head_to_dep[0, 0])
+    np.testing.assert_allclose(result.overall.dep_to_head[0, 1], 1 / 3)
+    assert result.overall.best_head("dep_to_head") == (0, 1, pytest.approx(1 / 3))
+    assert result.overall.best == ("head_to_dep", 0, 1, 1.0)
+    for score in result.relations.values():
+        assert np.isnan(score.dep_to_head[0, 0]) and score.best_head("dep_to_head")[:2] == (0, 1)
+
+    nothing = DependencyHeadScorer(1, 2, min_count=1, present=np.zeros((1, 2), dtype=bool))
+    nothing.add(WORD_ATTN, HEADS, DEPRELS, UPOS)
+    layer, head, accuracy = nothing.result().overall.best_head("dep_to_head")
+    assert (layer, head) == (-1, -1) and math.isnan(accuracy)
+    with pytest.raises(ValueError, match="present"):
+        DependencyHeadScorer(1, 2, present=np.ones((2, 2), dtype=bool))

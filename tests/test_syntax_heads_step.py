@@ -129,6 +129,23 @@ def test_forced_attention_to_the_previous_word_scores_one(clark_recipe, store_di
     assert torch.allclose(grid, torch.ones_like(grid))
 
 
+def test_named_relations_are_reported_even_when_rare(clark_recipe, store_dir):
+    """`relations:` names nsubj (frequent), amod (1 arc, under min_count) and iobj (no arc at all)."""
+    path = clark_recipe()
+    path.write_text(path.read_text().replace("js_sentences: 6", "js_sentences: 0\n    relations: [nsubj, amod, iobj]"))
+    result = _run(path, store_dir).step("heads").result
+    data = result.data
+    assert set(result.head_scores) == {f"{d}:{r}" for d in ("dep->head", "head->dep") for r in ("all", "nsubj", "amod")}
+    rows = {row["relation"]: row for row in data["table"]}
+    assert list(rows) == ["all", "nsubj", "amod"]
+    assert rows["amod"]["count"] == 1 and rows["amod"]["rare"] is True
+    assert rows["nsubj"]["rare"] is False and "rare" not in rows["all"]
+    assert rows["amod"]["baseline"] == {"offset": -1, "accuracy": 1.0}
+    assert "best:amod" in result.metrics and "best:obj" not in result.metrics
+    assert data["rare"] == {"iobj": 0}  # named, but never seen: listed with no head scores
+    assert result.metrics["arcs"] > data["counts"]["nsubj"] + data["counts"]["amod"]  # "all" still counts obj arcs
+
+
 def test_syntax_heads_needs_a_treebank(tiny_model_dir, write_recipe):
     path = write_recipe(
         f"""

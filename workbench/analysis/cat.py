@@ -105,12 +105,33 @@ def cat_score(
     )
 
 
-def layer_cat_scores(attn: Tensor | np.ndarray, distances: Tensor | np.ndarray, **options) -> np.ndarray:
+def layer_cat_scores(
+    attn: Tensor | np.ndarray,
+    distances: Tensor | np.ndarray,
+    present: np.ndarray | Tensor | None = None,
+    **options,
+) -> np.ndarray:
     """Per-layer CAT of one example: leaf attention `[layers, heads, n, n]`, heads averaged -> `[layers]`.
 
-    `options` are those of `cat_scores`.
+    `present` (`[layers, heads]` bool, default: every head) names the heads the model has: the
+    average runs over those only (the maps of pruned heads are zeros and would dilute it), and a
+    layer without any head scores NaN. `options` are those of `cat_scores`.
     """
-    return cat_scores(_numpy(attn).mean(1), distances, **options)  # [layers]
+    attn = _numpy(attn)  # [layers, heads, n, n]
+    present = None if present is None else _present(present, attn.shape[:2])
+    if present is None or present.all():
+        return cat_scores(attn.mean(1), distances, **options)  # [layers]
+    heads = present.sum(1)  # [layers]
+    mean = np.einsum("lhij,lh->lij", attn, present.astype(attn.dtype)) / np.maximum(heads, 1)[:, None, None]
+    return np.where(heads > 0, cat_scores(mean, distances, **options), np.nan)  # [layers]
+
+
+def _present(present: np.ndarray | Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    mask = present.detach().cpu().numpy() if isinstance(present, Tensor) else np.asarray(present)
+    mask = mask.astype(bool)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"present has shape {mask.shape}, expected {tuple(shape)} layers x heads")
+    return mask
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,13 +139,18 @@ class CatResult:
     """Mean CAT over the examples that had a score."""
 
     per_layer: np.ndarray  # [layers], heads averaged first (the paper's score)
-    per_head: np.ndarray | None  # [layers, heads], each head on its own; None unless asked for
+    per_head: np.ndarray | None  # [layers, heads], each head on its own (NaN: pruned); None unless asked for
     num_examples: int  # examples added
     num_scored: np.ndarray  # [layers]: examples with a non-empty union at that layer
 
 
 class CatAccumulator:
-    """Streams examples in and averages their CAT scores per layer (and optionally per head)."""
+    """Streams examples in and averages their CAT scores per layer (and optionally per head).
+
+    `present` (`[layers, heads]` bool, default: every head) names the heads a structurally pruned
+    model still has: per-layer scores average the attention of those only, per-head scores of the
+    others are NaN.
+    """
 
     def __init__(
         self,
@@ -135,8 +161,10 @@ class CatAccumulator:
         attention_quantile: float = ATTENTION_QUANTILE,
         distance_quantile: float = DISTANCE_QUANTILE,
         exclude_diagonal: bool = False,
+        present: np.ndarray | Tensor | None = None,
     ):
         self.shape = (num_layers, num_heads)
+        self.present = None if present is None else _present(present, self.shape)
         self.per_head = per_head
         self.options = {
             "attention_quantile": attention_quantile,
@@ -152,9 +180,13 @@ class CatAccumulator:
         attn = _numpy(attn)  # [layers, heads, n, n]
         if attn.shape[:2] != self.shape:
             raise ValueError(f"attention of shape {attn.shape} is not {self.shape} layers x heads")
-        self._include(self._layer_sum, self._layer_count, layer_cat_scores(attn, distances, **self.options))
+        layer_scores = layer_cat_scores(attn, distances, self.present, **self.options)  # [layers]
+        self._include(self._layer_sum, self._layer_count, layer_scores)
         if self.per_head:
-            self._include(self._head_sum, self._head_count, cat_scores(attn, distances, **self.options))
+            head_scores = cat_scores(attn, distances, **self.options)  # [layers, heads]
+            if self.present is not None:
+                head_scores = np.where(self.present, head_scores, np.nan)
+            self._include(self._head_sum, self._head_count, head_scores)
         self.num_examples += 1
 
     def result(self) -> CatResult:

@@ -10,7 +10,9 @@ arXiv 1905.05950) and Hewitt & Liang (2019, "Designing and Interpreting Probes w
 - control task: every word type gets one fixed random label drawn from the empirical distribution
   of the real labels; selectivity = task accuracy - control accuracy.
 
-Features arrive already extracted as `[layers, examples, dim]`, layer 0 being the embeddings. An
+Features arrive already extracted as `[layers, examples, dim]`, layer 0 being the embeddings. When
+only some hidden states were extracted, `layers` (the hidden-state index of each slot, e.g. [0, 4, 8])
+puts the center of gravity and the expected layer in layer units rather than slot units. An
 example is a word (token tasks) or a word pair whose two feature vectors the caller concatenated
 (edge tasks). Features are standardised with train statistics; probes are trained with AdamW
 (full batch by default) and early-stopped on dev accuracy, restoring the best weights. Everything
@@ -88,7 +90,7 @@ class ScalarMixResult:
 
     weights: list[float]  # s_l = softmax(a)_l, [layers]
     gamma: float
-    center_of_gravity: float  # sum_l l * s_l
+    center_of_gravity: float  # sum_l l * s_l, l the hidden-state index of each mixed slot
     accuracy: float  # test
     macro_f1: float  # test
     dev_accuracy: float
@@ -100,7 +102,7 @@ class CumulativeResult:
 
     scores: list[float]  # score(P(l)) in `metric` on `split`, [layers]
     deltas: list[float]  # Delta(l) for l = 1..L, [layers - 1]
-    expected_layer: float  # NaN when sum_l Delta(l) <= 0
+    expected_layer: float  # in hidden-state indices; NaN when sum_l Delta(l) <= 0
     mixes: list[ScalarMixResult]  # the probe P(l) for each l; mixes[-1] mixes every layer
     metric: Metric
     split: SplitName
@@ -167,13 +169,16 @@ def scalar_mix_probe(
     labels: Tensor,
     splits: Splits,
     config: ProbeConfig = ProbeConfig(),
+    *,
+    layers: Sequence[int] | None = None,
 ) -> ScalarMixResult:
     """Learn h = gamma * sum_l softmax(a)_l h_l jointly with a probe on top (Tenney et al. 2019).
 
     `features` is `[layers, N, dim]`; each layer is standardised with its own train statistics
-    before mixing, so the weights compare layers rather than their scales.
+    before mixing, so the weights compare layers rather than their scales. `layers` gives the
+    hidden-state index of each slot (default: 0, 1, ...) for the center of gravity.
     """
-    return _scalar_mix(features, labels, splits, config)[1]
+    return _scalar_mix(features, labels, splits, config, _slot_layers(layers, features))[1]
 
 
 def cumulative_probes(
@@ -185,13 +190,17 @@ def cumulative_probes(
     metric: Metric = "accuracy",
     split: SplitName = "test",
     on_progress: Progress | None = None,
+    layers: Sequence[int] | None = None,
 ) -> CumulativeResult:
     """Cumulative probes (Tenney et al. 2019): P(l) is a scalar-mix probe over layers 0..l.
 
     Delta(l) = score(P(l)) - score(P(l-1)) and expected layer = sum_l l * Delta(l) / sum_l Delta(l).
     Tenney et al. score on dev F1; here the score is `metric` on `split` (default test accuracy).
+    `layers` gives the hidden-state index of each slot (default: 0, 1, ...): l in the expected
+    layer and in every mix's center of gravity is that index, P(l) still mixes slots 0..l.
     """
     _check_layered(features, labels)
+    layers = _slot_layers(layers, features)
     if metric not in ("accuracy", "macro_f1") or split not in ("dev", "test"):
         raise StepError(
             f"cannot score cumulative probes by {metric!r} on {split!r}",
@@ -200,7 +209,7 @@ def cumulative_probes(
     mixes, scores = [], []
     for layer in range(features.shape[0]):
         seen = features[: layer + 1]  # [layer + 1, N, dim]
-        probe, mix = _scalar_mix(seen, labels, splits, config)
+        probe, mix = _scalar_mix(seen, labels, splits, config, layers[: layer + 1])
         mixes.append(mix)
         scores.append(evaluate_probe(probe, seen, labels, getattr(splits, split))[metric])
         if on_progress is not None:
@@ -209,28 +218,36 @@ def cumulative_probes(
     return CumulativeResult(
         scores=scores,
         deltas=deltas,
-        expected_layer=expected_layer(deltas),
+        expected_layer=expected_layer(deltas, layers),
         mixes=mixes,
         metric=metric,
         split=split,
     )
 
 
-def center_of_gravity(weights: Sequence[float]) -> float:
-    """sum_l l * s_l over scalar-mix weights s (Tenney et al. 2019): the mix's average layer."""
-    return float(sum(layer * weight for layer, weight in enumerate(weights)))
+def center_of_gravity(weights: Sequence[float], layers: Sequence[int] | None = None) -> float:
+    """sum_l l * s_l over scalar-mix weights s (Tenney et al. 2019): the mix's average layer.
+
+    `layers[i]` is the hidden-state index of slot i (default: i), so a mix of a subset of the
+    layers still answers in layer units.
+    """
+    indices = range(len(weights)) if layers is None else _check_length(layers, len(weights), "weights")
+    return float(sum(layer * weight for layer, weight in zip(indices, weights)))
 
 
-def expected_layer(deltas: Sequence[float]) -> float:
+def expected_layer(deltas: Sequence[float], layers: Sequence[int] | None = None) -> float:
     """sum_l l * Delta(l) / sum_l Delta(l), where deltas[0] is Delta(1) (Tenney et al. 2019).
 
-    Negative deltas are kept as they are, as in the paper. When sum_l Delta(l) <= 0 no layer adds
-    information over the embeddings and the expectation is undefined: the result is NaN.
+    `layers[i]` is the hidden-state index of slot i (default: i); deltas[i] belongs to slot i + 1,
+    so `layers` has one entry more than `deltas`. Negative deltas are kept as they are, as in the
+    paper. When sum_l Delta(l) <= 0 no layer adds information over the first one and the
+    expectation is undefined: the result is NaN.
     """
+    indices = range(1, len(deltas) + 1) if layers is None else _check_length(layers, len(deltas) + 1, "deltas + 1")[1:]
     total = sum(deltas)
     if total <= 0:
         return math.nan
-    return sum(layer * delta for layer, delta in enumerate(deltas, start=1)) / total
+    return sum(layer * delta for layer, delta in zip(indices, deltas)) / total
 
 
 def control_labels(keys: Sequence[Hashable], labels: Tensor, seed: int = 0) -> Tensor:
@@ -317,9 +334,12 @@ class _Probe(nn.Module):
 
 
 def _scalar_mix(
-    features: Tensor, labels: Tensor, splits: Splits, config: ProbeConfig
+    features: Tensor, labels: Tensor, splits: Splits, config: ProbeConfig, layers: Sequence[int] | None = None
 ) -> tuple[TrainedProbe, ScalarMixResult]:
-    """Train a scalar-mix probe on `[layers, N, dim]` and summarise it on the test split."""
+    """Train a scalar-mix probe on `[layers, N, dim]` and summarise it on the test split.
+
+    `layers`: the hidden-state index of each slot, for the center of gravity (default: 0, 1, ...).
+    """
     _check_layered(features, labels)
     probe = _train(features, labels, splits.train, splits.dev, config, mix=True)
     mix: ScalarMix = probe.module.core.mix
@@ -328,7 +348,7 @@ def _scalar_mix(
     return probe, ScalarMixResult(
         weights=weights,
         gamma=mix.gamma.item(),
-        center_of_gravity=center_of_gravity(weights),
+        center_of_gravity=center_of_gravity(weights, layers),
         accuracy=scores["accuracy"],
         macro_f1=scores["macro_f1"],
         dev_accuracy=probe.best_dev_accuracy,
@@ -469,6 +489,20 @@ def _check_labels(features: Tensor, labels: Tensor) -> None:
         raise StepError(f"features hold {features.shape[-2]} examples but there are {labels.numel()} labels")
     if int(labels.min()) < 0:
         raise StepError("labels must be class ids >= 0")
+
+
+def _check_length(layers: Sequence[int], expected: int, what: str) -> list[int]:
+    layers = [int(layer) for layer in layers]
+    if len(layers) != expected:
+        raise StepError(f"{len(layers)} layer indices given for {expected} slots ({what})")
+    return layers
+
+
+def _slot_layers(layers: Sequence[int] | None, features: Tensor) -> list[int]:
+    """The hidden-state index of every slot of `features` `[layers, N, dim]` (default: 0, 1, ...)."""
+    if layers is None:
+        return list(range(features.shape[0]))
+    return _check_length(layers, features.shape[0], "feature layers")
 
 
 def _check_layered(features: Tensor, labels: Tensor) -> None:

@@ -9,16 +9,22 @@ Definitions follow the paper and its notebooks (github.com/clarkkev/attention-an
 - Head similarity: Jensen-Shannon divergence between two heads' attention distributions, smoothed
   A <- (1 - 0.001) A + 0.001 / n and summed over query tokens (`HeadJSDivergence`), embedded in 2-D
   with MDS (`mds_embedding`).
-- Entropy: per query, with smoothing A <- 0.9999 A + 0.0001 / n (`smoothed_entropy`).
+
+Attention entropy (Clark sec. 3.3) is `workbench.analysis.attention_stats.smoothed_entropy`, which
+the attention step streams.
 
 Everything is a pure computation on maps a step streams in one sentence at a time; the accumulators
 keep only per-head counters, never the maps. Tensors may live on any device; the functions return
 tensors there, the accumulators numpy arrays. Heads are flattened layer-major: layer * num_heads + head.
+Heads are always the ORIGINAL heads of the model; on a structurally pruned model the step places each
+layer's maps at their original head ids and tells the scorer which heads exist (`present`): the
+others score NaN and are never a best head.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -36,7 +42,6 @@ PUNCT_UPOS = "PUNCT"
 DEFAULT_OFFSETS = tuple(range(-3, 3))  # Clark's baseline: from 3 words to the left to 2 to the right
 DEFAULT_EXCLUDED_RELATIONS = ("root", "punct")
 JS_SMOOTHING = 1e-3
-ENTROPY_SMOOTHING = 1e-4
 
 
 # --- Sub-tokens to words --------------------------------------------------------------------------
@@ -100,7 +105,8 @@ class RelationScore:
 
     `dep_to_head[l, h]`: fraction of arcs where the dependent's most-attended other word is its head.
     `head_to_dep[l, h]`: fraction of arcs where the word attending most to the dependent is its head
-    (Clark's "transpose" mode; see `DependencyHeadScorer`).
+    (Clark's "transpose" mode; see `DependencyHeadScorer`). Both are NaN for heads the model does not
+    have (structurally pruned).
     """
 
     relation: str
@@ -111,9 +117,14 @@ class RelationScore:
     frequent: bool  # count >= min_count; Clark's tables show only these
 
     def best_head(self, direction: Direction) -> tuple[int, int, float]:
-        """(layer, head, accuracy) of the best head in one direction; ties go to the lowest index."""
+        """(layer, head, accuracy) of the best head in one direction; ties go to the lowest index.
+
+        Heads scored NaN (pruned) are never picked; with no head at all the answer is (-1, -1, NaN).
+        """
         accuracy = getattr(self, direction)  # [layers, heads]
-        layer, head = np.unravel_index(int(np.argmax(accuracy)), accuracy.shape)
+        if np.isnan(accuracy).all():
+            return -1, -1, math.nan
+        layer, head = np.unravel_index(int(np.nanargmax(accuracy)), accuracy.shape)
         return int(layer), int(head), float(accuracy[layer, head])
 
     @property
@@ -171,6 +182,9 @@ class DependencyHeadScorer:
     here `overall` covers only the scored arcs. Subtypes are stripped by default ("nsubj:pass" ->
     "nsubj"). Clark's PTB-specific "poss" correction (judge the word before "'s") is not applied:
     in UD the possessive marker is the possessor's `case` dependent.
+
+    `present` (`[layers, heads]` bool, default: every head) names the heads the model has; the maps
+    of the others (pruned heads, all zeros) are still accepted, but their accuracies come out NaN.
     """
 
     def __init__(
@@ -183,8 +197,12 @@ class DependencyHeadScorer:
         strip_subtypes: bool = True,
         excluded_relations: Collection[str] = DEFAULT_EXCLUDED_RELATIONS,
         offsets: Sequence[int] = DEFAULT_OFFSETS,
+        present: np.ndarray | Tensor | None = None,
     ):
         self.shape = (num_layers, num_heads)
+        self.present = np.ones(self.shape, dtype=bool) if present is None else np.asarray(present, dtype=bool)
+        if self.present.shape != self.shape:
+            raise ValueError(f"present has shape {self.present.shape}, expected {self.shape} layers x heads")
         self.relations = None if relations is None else set(relations)
         self.min_count = min_count
         self.strip_subtypes = strip_subtypes
@@ -285,17 +303,18 @@ class DependencyHeadScorer:
         )
 
     def _score(self, relation: str, hits: np.ndarray, offset_hits: np.ndarray, count: int) -> RelationScore:
+        rates = np.where(self.present, hits / count, np.nan)  # [2, layers, heads], NaN = no such head
         return RelationScore(
             relation=relation,
             count=count,
-            dep_to_head=hits[0] / count,
-            head_to_dep=hits[1] / count,
+            dep_to_head=rates[0],
+            head_to_dep=rates[1],
             offset_accuracy={int(o): float(h / count) for o, h in zip(self.offsets, offset_hits)},
             frequent=count >= self.min_count,
         )
 
 
-# --- Head similarity and entropy -----------------------------------------------------------------
+# --- Head similarity -----------------------------------------------------------------------------
 
 
 def js_divergence_between_heads(
@@ -375,20 +394,3 @@ def mds_embedding(distance_matrix: np.ndarray, seed: int = 0) -> np.ndarray:
         mds = MDS(n_components=2, dissimilarity="precomputed", n_init=4, random_state=seed)
     return mds.fit_transform(np.asarray(distance_matrix, dtype=np.float64))
 
-
-def smoothed_entropy(
-    attn: Tensor, mask: Tensor | Sequence[int] | None = None, *, eps: float = ENTROPY_SMOOTHING
-) -> Tensor:
-    """Entropy of every query's attention `[..., seq, seq]` -> `[..., queries]` (Clark sec. 3.3).
-
-    Rows are smoothed A <- (1 - eps) A + eps / n (n = real tokens) to avoid log 0; natural log.
-    `mask` (`[seq]`, 1 = real token) drops padding queries and keys, so the result has one entry per
-    real token. Clark averages it over queries per sentence, then over sentences; the [CLS] entropy
-    is `[..., 0]`.
-    """
-    attn = torch.as_tensor(attn)
-    if mask is not None:
-        keep = torch.as_tensor(mask, device=attn.device).bool()  # [seq]
-        attn = attn[..., keep, :][..., keep]
-    p = (1 - eps) * attn + eps / attn.shape[-1]  # [..., queries, keys]
-    return -torch.xlogy(p, p).sum(-1)  # [..., queries]

@@ -2,7 +2,10 @@
 
 Attention weights are observed inside the workbench attention function batch by batch and folded
 into running sums, so memory does not grow with the number of examples. `save_maps: N` also keeps
-the full maps of the first N examples, for plots.
+the full maps of the first N examples, for plots, as [layers, heads, seq, seq] per example.
+
+On a structurally pruned model (`model: <a prune step>`) heads keep their ORIGINAL ids: statistics of
+pruned heads are NaN, their saved maps are zeros, and `data.pruned_heads` lists them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class AttentionParams(ModelDatasetParams):
 
 class Attention(Step):
     kind = "attention"
+    version = 2  # saved maps of pruned models at the original head ids; data.pruned_heads
     Params = AttentionParams
     summary = (
         "Per-head attention statistics (entropy; attention to self, previous, next, first/[CLS], [SEP]/EOS, "
@@ -40,6 +44,7 @@ class Attention(Step):
         from workbench.data.batching import batch_order, collate, encode_texts
         from workbench.errors import StepError
         from workbench.models.attention import head_hooks
+        from workbench.models.pruning import pruned_heads
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the attention step")
@@ -51,7 +56,7 @@ class Attention(Step):
         statistics = HeadStatistics(*loaded.layout.shape, device=loaded.device)
         separators = torch.tensor(separator_ids(tokenizer), device=loaded.device)
         punctuation = torch.tensor(punctuation_ids(tokenizer), device=loaded.device)
-        maps = MapKeeper(params.save_maps, loaded.layout.num_layers)
+        maps = MapKeeper(params.save_maps, *loaded.layout.shape)
 
         order = batch_order(encodings.lengths, params.batch_size)
         with torch.inference_mode(), head_hooks(observers=[statistics.observe, maps.observe]):
@@ -66,6 +71,9 @@ class Attention(Step):
                 loaded.model(**batch.model_inputs())
 
         result = StepResult(head_scores=statistics.result(), metrics={"examples": len(encodings)})
+        pruned = pruned_heads(loaded)
+        if pruned:  # their statistics are NaN and their saved maps zeros
+            result.data["pruned_heads"] = {str(layer): sorted(heads) for layer, heads in sorted(pruned.items())}
         if maps.kept:
             save_file(maps.tensors(), str(ctx.output_dir / MAPS_FILE))
             result.data["maps"] = {
@@ -75,11 +83,16 @@ class Attention(Step):
 
 
 class MapKeeper:
-    """Keeps the attention maps of examples 0..n-1, as [layers, heads, seq, seq] each."""
+    """Keeps the attention maps of examples 0..n-1, as [layers, heads, seq, seq] each.
 
-    def __init__(self, n: int, num_layers: int):
+    Heads are the ORIGINAL heads: a structurally pruned layer observes fewer heads, with their
+    original ids; each map goes to its id, and the maps of pruned heads stay zero.
+    """
+
+    def __init__(self, n: int, num_layers: int, num_heads: int):
         self.n = n
         self.num_layers = num_layers
+        self.num_heads = num_heads
         self.kept: dict[int, list] = {}
         self._rows: list[tuple[int, int, int]] = []  # (row in batch, example index, length)
 
@@ -91,9 +104,14 @@ class MapKeeper:
         ]
 
     def observe(self, layer: int, head_ids, probs) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        ids = head_ids.to(device="cpu", dtype=torch.long)
         for row, index, length in self._rows:
             layers = self.kept.setdefault(index, [None] * self.num_layers)
-            layers[layer] = probs[row, :, :length, :length].float().cpu()
+            full = torch.zeros(self.num_heads, length, length, dtype=torch.float32)
+            full[ids] = probs[row, :, :length, :length].float().cpu()
+            layers[layer] = full
 
     def tensors(self) -> dict:
         import torch

@@ -12,8 +12,13 @@ per head with `per_head: true`),
 
 with D the leaves' distances in the syntax tree, averaged over examples. Leaves cut by
 `max_length` are dropped with their rows and columns of D (the paper truncates too); a leaf with
-no sub-token (rare: characters a tokenizer discards) is dropped the same way. Layer scores count
-from 0 = the first attention layer.
+no sub-token (rare: characters a tokenizer discards) is dropped the same way; an example left with
+fewer than two leaves is not scored (metric `examples_too_short`). Layer scores count from 0 = the
+first attention layer.
+
+Structurally pruned models (`model: <a prune step>`): maps are placed at their ORIGINAL head ids, the
+per-layer score averages the attention of the heads the layer still has (NaN for a layer with none),
+pruned heads are NaN in the per-head scores and never the best head; `data.pruned_heads` lists them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class CatProbeParams(ModelDatasetParams):
 
 class CatProbe(Step):
     kind = "cat_probe"
+    version = 2  # pruned models: maps at original head ids, layer means over present heads; examples_too_short
     Params = CatProbeParams
     summary = "CAT-probing: overlap of high attention and short syntax-tree distance between code tokens, per layer."
 
@@ -57,7 +63,7 @@ class CatProbe(Step):
         from workbench.errors import StepError
         from workbench.models.attention import head_hooks
         from workbench.steps.extract import dataset_words, kept_words, word_batches
-        from workbench.steps.syntax_heads import AttentionCollector
+        from workbench.steps.syntax_heads import AttentionCollector, heads_present, pruned_map
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the cat_probe step")
@@ -65,6 +71,7 @@ class CatProbe(Step):
         if dataset.kind != "code":
             raise StepError(f"cat_probe needs a python_code dataset; '{params.dataset}' is a {dataset.kind} dataset")
         num_layers, num_heads = loaded.layout.shape
+        present = heads_present(loaded)  # [layers, heads]
         accumulator = CatAccumulator(
             num_layers,
             num_heads,
@@ -72,8 +79,9 @@ class CatProbe(Step):
             attention_quantile=params.attention_quantile,
             distance_quantile=params.distance_quantile,
             exclude_diagonal=params.exclude_diagonal,
+            present=present.numpy(),
         )
-        collector = AttentionCollector(num_layers)
+        collector = AttentionCollector(num_layers, num_heads)
         leaves = dataset_words(dataset)
         counts = {"truncated": 0, "leaves": 0, "leaves_dropped": 0, "too_short": 0}
         batches = word_batches(leaves, list(range(len(leaves))), params.batch_size)
@@ -112,6 +120,7 @@ class CatProbe(Step):
             "examples": len(leaves),
             "examples_scored": cat.num_examples,
             "examples_truncated": counts["truncated"],
+            "examples_too_short": counts["too_short"],
             "leaves_dropped": counts["leaves_dropped"],
         }
         if counts["truncated"]:
@@ -128,12 +137,16 @@ class CatProbe(Step):
             "leaves": counts["leaves"],
             "layer_numbering": "0 = first attention layer",
         }
+        if not bool(present.all()):
+            data["pruned_heads"] = pruned_map(present)
         result = StepResult(metrics=metrics, layer_scores={"cat": torch.tensor(per_layer)}, data=data)
         if cat.per_head is not None:
             result.head_scores["cat"] = torch.tensor(cat.per_head, dtype=torch.float32)
-            grid = cat.per_head
-            flat = int(max(range(grid.size), key=lambda k: -math.inf if math.isnan(grid.flat[k]) else grid.flat[k]))
-            data["best_head"] = {"layer": flat // num_heads, "head": flat % num_heads, "cat": float(grid.flat[flat])}
+            grid = cat.per_head  # NaN: a pruned head, or one no example could score
+            scored = [k for k in range(grid.size) if not math.isnan(grid.flat[k])]
+            if scored:
+                flat = max(scored, key=lambda k: grid.flat[k])  # ties: the lowest index
+                data["best_head"] = {"layer": flat // num_heads, "head": flat % num_heads, "cat": float(grid.flat[flat])}
         return result
 
 

@@ -28,7 +28,8 @@ seldom repeat between train and test, so a pair control sits near chance and mak
 selective.
 
 Probes train on one CPU thread: they are small, and more threads only contend. Layer scores are
-indexed by hidden-state index (0 = embeddings); layers not probed are NaN. The
+indexed by hidden-state index (0 = embeddings); layers not probed are NaN. The center of gravity and
+the expected layer are hidden-state indices too, also when `layers:` picks a subset. The
 best layer is chosen on dev accuracy and reported with its test accuracy.
 """
 
@@ -215,7 +216,7 @@ class Probe(Step):
                     control = layerwise_probes(features, fake, splits, config, on_progress=lambda _: advance(1))
                 mix = cumulative = None
                 if separate_mix:
-                    mix = scalar_mix_probe(features, labels, splits, config)
+                    mix = scalar_mix_probe(features, labels, splits, config, layers=layers)
                     advance(1)
                 if params.cumulative:
                     cumulative = cumulative_probes(
@@ -226,6 +227,7 @@ class Probe(Step):
                         metric=params.cumulative_metric,
                         split=params.cumulative_split,
                         on_progress=lambda _: advance(1),
+                        layers=layers,
                     )
                     if params.scalar_mix:
                         mix = cumulative.mixes[-1]  # the probe on a mix of every layer
@@ -340,6 +342,8 @@ def _example_features(features: "WordFeatures", rows: "torch.Tensor") -> "torch.
 def _result(params, layers, names, labels, splits, parts, scores, control, mix, cumulative) -> StepResult:  # type: ignore[no-untyped-def]
     import torch
 
+    from workbench.analysis.probing import selectivity
+
     size = max(layers) + 1
 
     def by_layer(values: list[float], where: list[int] = layers) -> "torch.Tensor":
@@ -370,7 +374,7 @@ def _result(params, layers, names, labels, splits, parts, scores, control, mix, 
         "dropped": {split: parts[split][1].dropped for split in SPLITS},
     }
     if control is not None:
-        gap = [real - fake for real, fake in zip(scores.accuracy, control.accuracy, strict=True)]
+        gap = selectivity(scores, control)
         layer_scores["control_accuracy"] = by_layer(control.accuracy)
         layer_scores["selectivity"] = by_layer(gap)
         metrics["control_accuracy_at_best"] = control.accuracy[best]
@@ -381,7 +385,7 @@ def _result(params, layers, names, labels, splits, parts, scores, control, mix, 
         data["control_key"] = params.control_key if params.task != "edge" else f"{params.control_key}, {params.edge_control}"
     if mix is not None:
         layer_scores["mix_weight"] = by_layer(mix.weights)
-        metrics["center_of_gravity"] = _center(layers, mix.weights)
+        metrics["center_of_gravity"] = mix.center_of_gravity  # in hidden-state indices, whatever `layers:`
         metrics["mix_accuracy"] = mix.accuracy
         metrics["mix_macro_f1"] = mix.macro_f1
         data["mix"] = {
@@ -393,7 +397,7 @@ def _result(params, layers, names, labels, splits, parts, scores, control, mix, 
         }
     if cumulative is not None:
         deltas = [math.nan, *cumulative.deltas]
-        expected = _expected_layer(layers, cumulative.deltas)
+        expected = cumulative.expected_layer  # in hidden-state indices
         layer_scores["cumulative_score"] = by_layer(cumulative.scores)
         layer_scores["delta"] = by_layer(deltas)
         metrics["expected_layer"] = expected
@@ -406,19 +410,6 @@ def _result(params, layers, names, labels, splits, parts, scores, control, mix, 
             "split": cumulative.split,
         }
     return StepResult(metrics=metrics, layer_scores={k: v.float() for k, v in layer_scores.items()}, data=data)
-
-
-def _center(layers: list[int], weights: list[float]) -> float:
-    """sum_l l * s_l, with the real hidden-state index of every mixed layer."""
-    return float(sum(layer * weight for layer, weight in zip(layers, weights)))
-
-
-def _expected_layer(layers: list[int], deltas: list[float]) -> float:
-    """sum_l l * Delta(l) / sum_l Delta(l) over layers[1:], NaN when the deltas sum to <= 0."""
-    total = sum(deltas)
-    if total <= 0:
-        return math.nan
-    return sum(layer * delta for layer, delta in zip(layers[1:], deltas)) / total
 
 
 def _majority_accuracy(labels: "torch.Tensor", splits: Any) -> float:

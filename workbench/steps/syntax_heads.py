@@ -14,9 +14,14 @@ Head similarity: the Jensen-Shannon divergence between heads' token-level attent
 `js_sentences` sentences (0 = off), per query token, and its 2-D MDS embedding for a plot.
 
 Outputs: head scores `dep->head:<relation>` and `head->dep:<relation>` for `all` and every relation
-with at least `min_count` scored arcs; a table of the best head per relation vs the baseline;
+with at least `min_count` scored arcs (with `relations:`, every named relation that has an arc, those
+under `min_count` flagged `rare` in the table); a table of the best head per relation vs the baseline;
 metrics `best:<relation>` (best head, either direction) and `baseline:all`. Layers in the
 head scores and the table count from 0 = the first attention layer, as in every head heatmap.
+
+Structurally pruned models (`model: <a prune step>`): every layer's maps are placed at their ORIGINAL
+head ids, pruned heads score NaN in every head score and in the Jensen-Shannon distances, are left out
+of the MDS map and are never a best head; `data.pruned_heads` lists them.
 """
 
 from __future__ import annotations
@@ -38,9 +43,15 @@ DIRECTIONS = {"dep_to_head": "dep->head", "head_to_dep": "head->dep"}
 
 class SyntaxHeadsParams(ModelDatasetParams):
     batch_size: int = Field(16, ge=1, le=4096, description="sentences per forward pass (full attention maps are kept per batch)")
-    min_count: int = Field(100, ge=1, description="relations with fewer scored arcs are listed as rare, without head scores")
+    min_count: int = Field(100, ge=1, description="relations with fewer scored arcs are listed as rare, without head scores (unless named in relations)")
     offsets: list[int] = Field([-3, -2, -1, 0, 1, 2], description="the fixed offsets the baseline tries")
-    relations: list[str] | None = Field(None, description="only these relations (default: every frequent one)")
+    relations: list[str] | None = Field(
+        None,
+        description=(
+            "only these relations (default: every frequent one); a named relation is always reported, "
+            "flagged rare when it has fewer than min_count arcs"
+        ),
+    )
     subtypes: bool = Field(False, description="score nsubj:pass apart from nsubj")
     punctuation: bool = Field(False, description="also score arcs from or to punctuation words")
     js_sentences: int = Field(200, ge=0, description="sentences for the Jensen-Shannon head distances; 0 = off")
@@ -60,27 +71,60 @@ class SyntaxHeadsParams(ModelDatasetParams):
 
 
 class AttentionCollector:
-    """Observer keeping the attention of every layer for ONE forward pass: [batch, heads, q, k] each."""
+    """Observer keeping the attention of every layer for ONE forward pass, at the ORIGINAL head ids.
 
-    def __init__(self, num_layers: int):
-        self.layers: list[torch.Tensor | None] = [None] * num_layers
+    A structurally pruned layer hands over only the heads it still has ([batch, heads_present, q, k])
+    with their original ids; `take` puts each map at its id, so slot h is always original head h, and
+    leaves the maps of pruned heads zero.
+    """
+
+    def __init__(self, num_layers: int, num_heads: int):
+        self.num_heads = num_heads
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
 
     def observe(self, layer: int, head_ids: "torch.Tensor", probs: "torch.Tensor") -> None:
-        self.layers[layer] = probs
+        self.layers[layer] = (head_ids, probs)
 
     def take(self) -> "torch.Tensor":
-        """[batch, layers, heads, seq, seq] of the last forward pass; the collector is emptied."""
+        """[batch, layers, num_heads, seq, seq] of the last forward pass (float32); the collector is emptied."""
         import torch
 
         if any(layer is None for layer in self.layers):
             raise RuntimeError("attention was not observed at every layer")
-        stacked = torch.stack(self.layers, dim=1).float()  # type: ignore[arg-type]
+        observed: list[tuple[torch.Tensor, torch.Tensor]] = self.layers  # type: ignore[assignment]
+        batch, _, q_len, k_len = observed[0][1].shape
+        device = observed[0][1].device
+        attention = torch.zeros(batch, len(observed), self.num_heads, q_len, k_len, dtype=torch.float32, device=device)
+        for layer, (head_ids, probs) in enumerate(observed):
+            attention[:, layer, head_ids.to(device=device, dtype=torch.long)] = probs.float()
         self.layers = [None] * len(self.layers)
-        return stacked
+        return attention
+
+
+def heads_present(loaded: Any) -> "torch.Tensor":
+    """[layers, heads] bool over the original heads: False for the heads structural pruning removed."""
+    import torch
+
+    from workbench.models.pruning import pruned_heads
+
+    present = torch.ones(loaded.layout.shape, dtype=torch.bool)
+    for layer, heads in pruned_heads(loaded).items():
+        present[int(layer), list(heads)] = False
+    return present
+
+
+def pruned_map(present: "torch.Tensor") -> dict[str, list[int]]:
+    """{"layer": [pruned original head ids]} for the layers that lost heads (JSON-able)."""
+    return {
+        str(layer): row.logical_not().nonzero().flatten().tolist()
+        for layer, row in enumerate(present)
+        if not bool(row.all())
+    }
 
 
 class SyntaxHeads(Step):
     kind = "syntax_heads"
+    version = 2  # pruned models: maps at original head ids, NaN for pruned heads; named rare relations reported
     Params = SyntaxHeadsParams
     summary = (
         "Clark et al.: per head and dependency relation, accuracy of attending from dependent to head and "
@@ -103,6 +147,7 @@ class SyntaxHeads(Step):
         if dataset.kind != "treebank":
             raise StepError(f"syntax_heads needs a treebank (path: conllu); '{params.dataset}' is a {dataset.kind} dataset")
         num_layers, num_heads = loaded.layout.shape
+        present = heads_present(loaded)  # [layers, heads]
         scorer = DependencyHeadScorer(
             num_layers,
             num_heads,
@@ -110,9 +155,10 @@ class SyntaxHeads(Step):
             min_count=params.min_count,
             strip_subtypes=not params.subtypes,
             offsets=params.offsets,
+            present=present.numpy(),
         )
         js = HeadJSDivergence(num_layers, num_heads) if params.js_sentences else None
-        collector = AttentionCollector(num_layers)
+        collector = AttentionCollector(num_layers, num_heads)
         words = dataset_words(dataset)
         skipped = {"truncated": 0, "empty_word": 0}
         js_used = 0
@@ -141,7 +187,12 @@ class SyntaxHeads(Step):
                         js.add(tokens)
                         js_used += 1
         scores = scorer.result()
-        result = _scores_result(scores, (num_layers, num_heads))
+        result = _scores_result(scores, (num_layers, num_heads), params.relations)
+        missing = [name for name in result.data["rare"] if result.data["rare"][name] == 0]
+        if missing:
+            ctx.log(f"no scored arc of the named relations {', '.join(missing)}")
+        if not bool(present.all()):
+            result.data["pruned_heads"] = pruned_map(present)
         result.metrics.update(
             {
                 "sentences": len(words),
@@ -156,32 +207,44 @@ class SyntaxHeads(Step):
             from workbench.analysis.syntax import mds_embedding
 
             distances = js.result(per_token=True)  # [L*H, L*H]
-            if np.any(distances > 0):
-                coordinates = mds_embedding(distances, seed=ctx.seed)  # [L*H, 2]
+            kept = present.flatten().numpy()  # [L*H] heads the model has
+            among = distances[np.ix_(kept, kept)]  # [K, K]
+            if len(among) > 1 and np.any(among > 0):
+                coordinates = mds_embedding(among, seed=ctx.seed)  # [K, 2]
             else:  # every head attends alike: all at one point (MDS would divide by zero)
-                coordinates = np.zeros((len(distances), 2))
+                coordinates = np.zeros((len(among), 2))
+            distances[~kept, :] = np.nan  # a pruned head has no distance to anything
+            distances[:, ~kept] = np.nan
             result.tensors["js_divergence"] = torch.tensor(distances, dtype=torch.float32)
             result.data["mds"] = {
                 "sentences": js_used,
                 "tokens": js.num_tokens,
                 "points": [
-                    {"layer": k // num_heads, "head": k % num_heads, "x": float(x), "y": float(y)}
-                    for k, (x, y) in enumerate(np.asarray(coordinates))
+                    {"layer": int(k) // num_heads, "head": int(k) % num_heads, "x": float(x), "y": float(y)}
+                    for k, (x, y) in zip(np.flatnonzero(kept), np.asarray(coordinates))
                 ],
             }
             result.metrics["js_sentences"] = js_used
         return result
 
 
-def _scores_result(scores: Any, shape: tuple[int, int]) -> StepResult:
-    """Head scores, the best-head table and metrics from DependencyScores."""
+def _scores_result(scores: Any, shape: tuple[int, int], named: list[str] | None = None) -> StepResult:
+    """Head scores, the best-head table and metrics from DependencyScores.
+
+    Reported: `all`, and every frequent relation or, when relations are `named`, every named one
+    with an arc (rows under min_count carry `rare: true`). `data.rare` lists the rare relations
+    left without head scores, and named relations without any scored arc (count 0).
+    """
     import torch
 
+    reported = scores.frequent if named is None else scores.relations  # the scorer kept only named ones
     head_scores: dict[str, torch.Tensor] = {}
     metrics: dict[str, float] = {"arcs": scores.overall.count}
     table = []
-    for name, score in [("all", scores.overall), *scores.frequent.items()]:
+    for name, score in [("all", scores.overall), *reported.items()]:
         row: dict[str, Any] = {"relation": name, "count": score.count}
+        if score is not scores.overall:
+            row["rare"] = not score.frequent
         for direction, label in DIRECTIONS.items():
             grid = getattr(score, direction)  # [layers, heads]
             head_scores[f"{label}:{name}"] = torch.tensor(grid, dtype=torch.float32).reshape(shape)
@@ -198,7 +261,10 @@ def _scores_result(scores: Any, shape: tuple[int, int]) -> StepResult:
             metrics["baseline:all"] = baseline  # per relation: in the table
     data = {
         "table": table,
-        "rare": {name: score.count for name, score in scores.rare.items()},
+        "rare": {
+            **{name: score.count for name, score in scores.rare.items() if name not in reported},
+            **{name: 0 for name in named or () if name not in scores.relations},
+        },
         "counts": {name: score.count for name, score in scores.relations.items()},
         "layer_numbering": "0 = first attention layer",
     }

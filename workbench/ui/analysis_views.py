@@ -136,8 +136,9 @@ def relation_table(rows: list[dict[str, Any]]) -> Table:
         gain = None
         if best.get("accuracy") is not None and baseline.get("accuracy") is not None:
             gain = best["accuracy"] - baseline["accuracy"]
+        name = row["relation"] + (" (rare)" if row.get("rare") else "")  # named, but under min_count
         table.add_row(
-            Text(row["relation"], style="bold" if row["relation"] == "all" else ""),
+            Text(name, style="bold" if row["relation"] == "all" else "dim" if row.get("rare") else ""),
             str(row.get("count", "")),
             *cells,
             f"{_signed_int(baseline.get('offset'))}  {_fmt(baseline.get('accuracy'), 3)}",
