@@ -104,7 +104,7 @@ def test_compare_shows_metric_deltas_and_head_score_differences(browsed):
     assert "Metrics (b - a)" in text
     loss_a = steps_by_id(a)["finetune"]["metrics"]["train_loss"]
     loss_b = steps_by_id(b)["finetune"]["metrics"]["train_loss"]
-    assert f"finetune train_loss" in text and f"{loss_b - loss_a:+.4g}" in text
+    assert "finetune train_loss" in text and f"{loss_b - loss_a:+.4g}" in text
     for name in steps_by_id(a)["attention"]["head_scores"]:
         assert f"attention {name}: b - a" in text
 

@@ -27,6 +27,7 @@ from workbench.analysis.tasks import ScoreAccumulator, TaskData, batch_loss
 from workbench.data.batching import Batch, batch_order, collate
 from workbench.models.attention import head_hooks
 from workbench.models.loading import LoadedModel
+from workbench.models.pruning import present_heads
 
 GRANULARITIES = ("example", "batch", "token")
 
@@ -100,7 +101,8 @@ def head_importance(
     seconds = time.perf_counter() - started
 
     tokens = task.encodings.num_tokens
-    raw = torch.where(pruned_head_mask(loaded), torch.nan, (gradient_sum / tokens).float())
+    pruned = ~present_heads(loaded).to(device)
+    raw = torch.where(pruned, torch.nan, (gradient_sum / tokens).float())
     return ImportanceResult(
         raw=raw.cpu(),
         importance=normalize(raw, by_layer=normalize_by_layer, globally=normalize_global).cpu(),
@@ -157,15 +159,6 @@ def _absolute_per_granularity(gradient: torch.Tensor, granularity: str, batch: B
         return gradient.abs().sum(0)  # [batch, layers, heads] -> [layers, heads]
     real = batch.attention_mask.to(gradient.dtype)[:, :, None, None]  # [batch, seq, 1, 1]
     return (gradient.abs() * real).sum((0, 1))
-
-
-def pruned_head_mask(loaded: LoadedModel) -> torch.Tensor:
-    """[layers, heads] True where a head no longer exists (structurally pruned)."""
-    pruned = torch.ones(loaded.layout.shape, dtype=torch.bool)
-    for layer, module in enumerate(loaded.attention_modules):
-        ids = getattr(module, "wb_head_ids", None)
-        pruned[layer, ids if ids is not None else slice(None)] = False
-    return pruned.to(loaded.device)
 
 
 class EntropyAccumulator:

@@ -108,6 +108,20 @@ def pruned_heads(model_or_loaded: object) -> dict[int, list[int]]:
     return result
 
 
+def present_heads(loaded: object) -> torch.Tensor:
+    """[layers, original heads] bool: False where structural pruning removed the head."""
+    model = _unwrap(loaded)
+    present = torch.ones(model.config.num_hidden_layers, _original_heads(model), dtype=torch.bool)
+    for layer, heads in pruned_heads(loaded).items():
+        present[layer, heads] = False
+    return present
+
+
+def heads_json(heads: Mapping[int, Iterable[int]]) -> dict[str, list[int]]:
+    """A {layer: [heads]} map as JSON keys and sorted lists, layers in order (for step data)."""
+    return {str(layer): sorted(ids) for layer, ids in sorted(heads.items()) if ids}
+
+
 def count_parameters(model_or_loaded: object) -> int:
     """All parameters of the model (tied weights counted once)."""
     model = _unwrap(model_or_loaded)

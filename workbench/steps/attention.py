@@ -44,7 +44,7 @@ class Attention(Step):
         from workbench.data.batching import batch_order, collate, encode_texts
         from workbench.errors import StepError
         from workbench.models.attention import head_hooks
-        from workbench.models.pruning import pruned_heads
+        from workbench.models.pruning import heads_json, pruned_heads
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the attention step")
@@ -73,7 +73,7 @@ class Attention(Step):
         result = StepResult(head_scores=statistics.result(), metrics={"examples": len(encodings)})
         pruned = pruned_heads(loaded)
         if pruned:  # their statistics are NaN and their saved maps zeros
-            result.data["pruned_heads"] = {str(layer): sorted(heads) for layer, heads in sorted(pruned.items())}
+            result.data["pruned_heads"] = heads_json(pruned)
         if maps.kept:
             save_file(maps.tensors(), str(ctx.output_dir / MAPS_FILE))
             result.data["maps"] = {

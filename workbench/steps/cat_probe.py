@@ -59,11 +59,10 @@ class CatProbe(Step):
         import torch
 
         from workbench.analysis.cat import CatAccumulator, token_pair_attention
-        from workbench.data.alignment import encode_words
         from workbench.errors import StepError
-        from workbench.models.attention import head_hooks
-        from workbench.steps.extract import dataset_words, kept_words, word_batches
-        from workbench.steps.syntax_heads import AttentionCollector, heads_present, pruned_map
+        from workbench.models.pruning import heads_json, present_heads, pruned_heads
+        from workbench.steps.extract import dataset_words, kept_words
+        from workbench.steps.word_attention import word_attention
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the cat_probe step")
@@ -71,7 +70,7 @@ class CatProbe(Step):
         if dataset.kind != "code":
             raise StepError(f"cat_probe needs a python_code dataset; '{params.dataset}' is a {dataset.kind} dataset")
         num_layers, num_heads = loaded.layout.shape
-        present = heads_present(loaded)  # [layers, heads]
+        present = present_heads(loaded)  # [layers, heads]
         accumulator = CatAccumulator(
             num_layers,
             num_heads,
@@ -81,30 +80,23 @@ class CatProbe(Step):
             exclude_diagonal=params.exclude_diagonal,
             present=present.numpy(),
         )
-        collector = AttentionCollector(num_layers, num_heads)
         leaves = dataset_words(dataset)
         counts = {"truncated": 0, "leaves": 0, "leaves_dropped": 0, "too_short": 0}
-        batches = word_batches(leaves, list(range(len(leaves))), params.batch_size)
-        with torch.inference_mode(), head_hooks(observers=[collector.observe]):
-            for indices in ctx.track(batches, len(batches), "CAT"):
-                aligned = encode_words(loaded.tokenizer, [leaves[i] for i in indices], dataset.spec.max_length)
-                loaded.model(**{name: value.to(loaded.device) for name, value in aligned.model_inputs().items()})
-                attention = collector.take()  # [batch, layers, heads, seq, seq]
-                lengths = aligned.attention_mask.sum(1).tolist()
-                for row, index in enumerate(indices):
-                    example = dataset.examples[index]
-                    keep = kept_words(aligned, row)  # [kept] leaf ids
-                    counts["leaves"] += len(example)
-                    counts["leaves_dropped"] += len(example) - len(keep)
-                    counts["truncated"] += int(aligned.num_words[row]) < len(example)
-                    if len(keep) < 2:
-                        counts["too_short"] += 1
-                        continue
-                    leaf_index = _compact(aligned.word_index[row, : lengths[row]], keep, int(aligned.num_words[row]))
-                    tokens = attention[row, :, :, : lengths[row], : lengths[row]]  # [layers, heads, seq, seq]
-                    pairs = token_pair_attention(tokens, leaf_index.to(tokens.device), len(keep))  # [L, H, n, n]
-                    distances = example.distances[keep.numpy()][:, keep.numpy()]  # [n, n]
-                    accumulator.add(pairs, distances)
+        for aligned, row, index, tokens in word_attention(
+            ctx, loaded, leaves, params.batch_size, dataset.spec.max_length, "CAT"
+        ):  # tokens: [layers, heads, seq, seq]
+            example = dataset.examples[index]
+            keep = kept_words(aligned, row)  # [kept] leaf ids
+            counts["leaves"] += len(example)
+            counts["leaves_dropped"] += len(example) - len(keep)
+            counts["truncated"] += int(aligned.num_words[row]) < len(example)
+            if len(keep) < 2:
+                counts["too_short"] += 1
+                continue
+            leaf_index = _compact(aligned.word_index[row, : tokens.shape[-1]], keep, int(aligned.num_words[row]))
+            pairs = token_pair_attention(tokens, leaf_index.to(tokens.device), len(keep))  # [L, H, n, n]
+            distances = example.distances[keep.numpy()][:, keep.numpy()]  # [n, n]
+            accumulator.add(pairs, distances)
         cat = accumulator.result()
         if cat.num_examples == 0:
             raise StepError(f"no example of '{params.dataset}' has two leaves to score", hint="raise max_length")
@@ -138,7 +130,7 @@ class CatProbe(Step):
             "layer_numbering": "0 = first attention layer",
         }
         if not bool(present.all()):
-            data["pruned_heads"] = pruned_map(present)
+            data["pruned_heads"] = heads_json(pruned_heads(loaded))
         result = StepResult(metrics=metrics, layer_scores={"cat": torch.tensor(per_layer)}, data=data)
         if cat.per_head is not None:
             result.head_scores["cat"] = torch.tensor(cat.per_head, dtype=torch.float32)

@@ -37,14 +37,15 @@ class MaskSearch(Step):
     def run(self, ctx: "StepContext", params: MaskSearchParams) -> StepResult:  # type: ignore[override]
         import torch
 
-        from workbench.analysis.importance import mask_least_important, pruned_head_mask
+        from workbench.analysis.importance import mask_least_important
+        from workbench.models.pruning import present_heads
         from workbench.analysis.metrics import default_metric, metric_value, still_acceptable
         from workbench.analysis.tasks import evaluate_task, prepare_task
 
         loaded = ctx.model(params.model)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         metric = params.metric or default_metric(task.kind)
-        alive = ~pruned_head_mask(loaded).cpu()  # [layers, heads]; a pruned model has fewer heads
+        alive = present_heads(loaded)  # [layers, heads]; a pruned model has fewer heads
         num_heads = int(alive.sum())
         per_iteration = max(1, int(num_heads * params.amount))
 

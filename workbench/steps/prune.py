@@ -77,7 +77,7 @@ class Prune(Step):
         from workbench.context import MODEL_FOLDER
         from workbench.errors import StepError
         from workbench.models.loading import save_model
-        from workbench.models.pruning import count_parameters, prune_heads, pruned_heads
+        from workbench.models.pruning import count_parameters, heads_json, prune_heads, pruned_heads
 
         loaded = ctx.model(params.model)
         loaded.require_heads("pruning")
@@ -108,7 +108,7 @@ class Prune(Step):
         pruned_score = evaluate_task(loaded, task, params.batch_size, seed=ctx.seed).metrics[metric]
         speed_after = measure_speed(ctx, loaded, task, params, "after")
         parameters_after = count_parameters(loaded)
-        save_model(loaded, ctx.output_dir / MODEL_FOLDER, extra={"pruned_heads": {str(k): v for k, v in after_map.items()}})
+        save_model(loaded, ctx.output_dir / MODEL_FOLDER, extra={"pruned_heads": heads_json(after_map)})
 
         total = loaded.layout.num_layers * loaded.layout.num_heads
         heads_before = total - sum(len(h) for h in before_map.values())
@@ -140,8 +140,8 @@ class Prune(Step):
             "score_pruned": pruned_score,
             "max_abs_logit_difference": difference,
             "speed": speed,
-            "pruned_heads": {str(k): v for k, v in after_map.items()},
-            "removed_now": {str(k): v for k, v in removed.items() if v},
+            "pruned_heads": heads_json(after_map),
+            "removed_now": heads_json(removed),
         }
         pruned_grid = torch.zeros(loaded.layout.shape)
         for layer, heads in after_map.items():

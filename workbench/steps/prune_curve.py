@@ -41,14 +41,15 @@ class PruneCurve(Step):
     def run(self, ctx: "StepContext", params: PruneCurveParams) -> StepResult:  # type: ignore[override]
         import torch
 
-        from workbench.analysis.importance import mask_least_important, pruned_head_mask
+        from workbench.analysis.importance import mask_least_important
+        from workbench.models.pruning import present_heads
         from workbench.analysis.metrics import default_metric, metric_value
         from workbench.analysis.tasks import evaluate_task, prepare_task
 
         loaded = ctx.model(params.model)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         metric = params.metric or default_metric(task.kind)
-        alive = ~pruned_head_mask(loaded).cpu()  # [layers, heads]; percentages are of the heads that exist
+        alive = present_heads(loaded)  # [layers, heads]; percentages are of the heads that exist
         num_heads = int(alive.sum())
 
         def estimate(mask: torch.Tensor) -> torch.Tensor:

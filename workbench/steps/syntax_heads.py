@@ -70,58 +70,6 @@ class SyntaxHeadsParams(ModelDatasetParams):
         return []
 
 
-class AttentionCollector:
-    """Observer keeping the attention of every layer for ONE forward pass, at the ORIGINAL head ids.
-
-    A structurally pruned layer hands over only the heads it still has ([batch, heads_present, q, k])
-    with their original ids; `take` puts each map at its id, so slot h is always original head h, and
-    leaves the maps of pruned heads zero.
-    """
-
-    def __init__(self, num_layers: int, num_heads: int):
-        self.num_heads = num_heads
-        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
-
-    def observe(self, layer: int, head_ids: "torch.Tensor", probs: "torch.Tensor") -> None:
-        self.layers[layer] = (head_ids, probs)
-
-    def take(self) -> "torch.Tensor":
-        """[batch, layers, num_heads, seq, seq] of the last forward pass (float32); the collector is emptied."""
-        import torch
-
-        if any(layer is None for layer in self.layers):
-            raise RuntimeError("attention was not observed at every layer")
-        observed: list[tuple[torch.Tensor, torch.Tensor]] = self.layers  # type: ignore[assignment]
-        batch, _, q_len, k_len = observed[0][1].shape
-        device = observed[0][1].device
-        attention = torch.zeros(batch, len(observed), self.num_heads, q_len, k_len, dtype=torch.float32, device=device)
-        for layer, (head_ids, probs) in enumerate(observed):
-            attention[:, layer, head_ids.to(device=device, dtype=torch.long)] = probs.float()
-        self.layers = [None] * len(self.layers)
-        return attention
-
-
-def heads_present(loaded: Any) -> "torch.Tensor":
-    """[layers, heads] bool over the original heads: False for the heads structural pruning removed."""
-    import torch
-
-    from workbench.models.pruning import pruned_heads
-
-    present = torch.ones(loaded.layout.shape, dtype=torch.bool)
-    for layer, heads in pruned_heads(loaded).items():
-        present[int(layer), list(heads)] = False
-    return present
-
-
-def pruned_map(present: "torch.Tensor") -> dict[str, list[int]]:
-    """{"layer": [pruned original head ids]} for the layers that lost heads (JSON-able)."""
-    return {
-        str(layer): row.logical_not().nonzero().flatten().tolist()
-        for layer, row in enumerate(present)
-        if not bool(row.all())
-    }
-
-
 class SyntaxHeads(Step):
     kind = "syntax_heads"
     version = 2  # pruned models: maps at original head ids, NaN for pruned heads; named rare relations reported
@@ -136,10 +84,10 @@ class SyntaxHeads(Step):
         import torch
 
         from workbench.analysis.syntax import DependencyHeadScorer, HeadJSDivergence, word_level_attention
-        from workbench.data.alignment import encode_words
         from workbench.errors import StepError
-        from workbench.models.attention import head_hooks
-        from workbench.steps.extract import dataset_words, word_batches
+        from workbench.models.pruning import heads_json, present_heads, pruned_heads
+        from workbench.steps.extract import dataset_words
+        from workbench.steps.word_attention import word_attention
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the syntax_heads step")
@@ -147,7 +95,7 @@ class SyntaxHeads(Step):
         if dataset.kind != "treebank":
             raise StepError(f"syntax_heads needs a treebank (path: conllu); '{params.dataset}' is a {dataset.kind} dataset")
         num_layers, num_heads = loaded.layout.shape
-        present = heads_present(loaded)  # [layers, heads]
+        present = present_heads(loaded)  # [layers, heads]
         scorer = DependencyHeadScorer(
             num_layers,
             num_heads,
@@ -158,41 +106,33 @@ class SyntaxHeads(Step):
             present=present.numpy(),
         )
         js = HeadJSDivergence(num_layers, num_heads) if params.js_sentences else None
-        collector = AttentionCollector(num_layers, num_heads)
         words = dataset_words(dataset)
         skipped = {"truncated": 0, "empty_word": 0}
         js_used = 0
-        batches = word_batches(words, list(range(len(words))), params.batch_size)
-        with torch.inference_mode(), head_hooks(observers=[collector.observe]):
-            for indices in ctx.track(batches, len(batches), "attention vs syntax"):
-                aligned = encode_words(loaded.tokenizer, [words[i] for i in indices], dataset.spec.max_length)
-                loaded.model(**{name: value.to(loaded.device) for name, value in aligned.model_inputs().items()})
-                attention = collector.take()  # [batch, layers, heads, seq, seq]
-                lengths = aligned.attention_mask.sum(1).tolist()
-                for row, index in enumerate(indices):
-                    sentence = dataset.sentences[index]
-                    kept = int(aligned.num_words[row])
-                    if kept < len(sentence):
-                        skipped["truncated"] += 1
-                        continue
-                    if not bool(aligned.word_has_tokens[row, :kept].all()):
-                        skipped["empty_word"] += 1
-                        continue
-                    tokens = attention[row, :, :, : lengths[row], : lengths[row]]  # [layers, heads, seq, seq]
-                    word_index = aligned.word_index[row, : lengths[row]]
-                    word_attention = word_level_attention(tokens, word_index.to(tokens.device), kept)
-                    upos = None if params.punctuation else sentence.upos  # upos: drop arcs from/to PUNCT
-                    scorer.add(word_attention, sentence.heads, sentence.deprels, upos)
-                    if js is not None and index < params.js_sentences:
-                        js.add(tokens)
-                        js_used += 1
+        examples = word_attention(ctx, loaded, words, params.batch_size, dataset.spec.max_length, "attention vs syntax")
+        for aligned, row, index, tokens in examples:  # tokens: [layers, heads, seq, seq]
+            sentence = dataset.sentences[index]
+            kept = int(aligned.num_words[row])
+            if kept < len(sentence):
+                skipped["truncated"] += 1
+                continue
+            if not bool(aligned.word_has_tokens[row, :kept].all()):
+                skipped["empty_word"] += 1
+                continue
+            word_index = aligned.word_index[row, : tokens.shape[-1]]
+            word_attention_map = word_level_attention(tokens, word_index.to(tokens.device), kept)
+            upos = None if params.punctuation else sentence.upos  # upos: drop arcs from/to PUNCT
+            scorer.add(word_attention_map, sentence.heads, sentence.deprels, upos)
+            if js is not None and index < params.js_sentences:
+                js.add(tokens)
+                js_used += 1
         scores = scorer.result()
         result = _scores_result(scores, (num_layers, num_heads), params.relations)
         missing = [name for name in result.data["rare"] if result.data["rare"][name] == 0]
         if missing:
             ctx.log(f"no scored arc of the named relations {', '.join(missing)}")
         if not bool(present.all()):
-            result.data["pruned_heads"] = pruned_map(present)
+            result.data["pruned_heads"] = heads_json(pruned_heads(loaded))
         result.metrics.update(
             {
                 "sentences": len(words),

@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from workbench.db.records import HeadScores, LayerScores, RunDetail, RunSummary, StepRecord
+from workbench.db.records import HeadScores, RunDetail, RunSummary, StepRecord
 from workbench.ui.charts import bar_chart
 from workbench.ui import analysis_views, head_views  # noqa: F401  (they register step views)
 from workbench.ui.heatmap import heatmap
