@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MODEL_FOLDER = "model"  # where steps that output a model save it, inside their files folder
+DATASET_KINDS = {"text": "text", "treebank": "treebank (path: conllu)", "code": "code (path: python_code)"}
 
 
 class RunResources:
@@ -65,8 +66,8 @@ class StepContext:
     def recipe_dir(self) -> Path:
         return self._resources.plan.recipe.base_dir
 
-    def dataset(self, name: str) -> LoadedDataset:
-        """A recipe dataset, loaded once per run."""
+    def dataset(self, name: str, *kinds: str) -> LoadedDataset:
+        """A recipe dataset, loaded once per run; with `kinds`, one of those kinds or a StepError."""
         loaded = self._resources.datasets.get(name)
         if loaded is None:
             recipe = self._resources.plan.recipe
@@ -74,6 +75,9 @@ class StepContext:
             if len(loaded) == 0:
                 raise StepError(f"dataset '{name}' is empty")
             self._resources.datasets[name] = loaded
+        if kinds and loaded.kind not in kinds:
+            wanted = " or ".join(DATASET_KINDS[kind] for kind in kinds)
+            raise StepError(f"{self.step.kind} reads {wanted} datasets; '{name}' is a {DATASET_KINDS[loaded.kind]} dataset")
         return loaded
 
     def upstream(self, step_id: str) -> StepResult:

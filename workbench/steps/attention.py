@@ -42,15 +42,12 @@ class Attention(Step):
 
         from workbench.analysis.attention_stats import HeadStatistics
         from workbench.data.batching import batch_order, collate, encode_texts
-        from workbench.errors import StepError
         from workbench.models.attention import head_hooks
         from workbench.models.pruning import heads_json, pruned_heads
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the attention step")
-        dataset = ctx.dataset(params.dataset)
-        if dataset.kind != "text":
-            raise StepError(f"the attention step reads text datasets; '{params.dataset}' is a {dataset.kind} dataset")
+        dataset = ctx.dataset(params.dataset, "text")
         tokenizer = loaded.tokenizer
         encodings = encode_texts(tokenizer, dataset.texts(), dataset.spec.max_length)
         statistics = HeadStatistics(*loaded.layout.shape, device=loaded.device)

@@ -66,9 +66,7 @@ class CatProbe(Step):
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the cat_probe step")
-        dataset = ctx.dataset(params.dataset)
-        if dataset.kind != "code":
-            raise StepError(f"cat_probe needs a python_code dataset; '{params.dataset}' is a {dataset.kind} dataset")
+        dataset = ctx.dataset(params.dataset, "code")
         num_layers, num_heads = loaded.layout.shape
         present = present_heads(loaded)  # [layers, heads]
         accumulator = CatAccumulator(

@@ -21,6 +21,8 @@ words survived so that labels line up (`read_features` gives each row's example 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
@@ -74,25 +76,16 @@ class Extract(Step):
         import torch
         from safetensors.torch import save_file
 
-        from workbench.analysis.features import LayerStatistics, pool
+        from workbench.analysis.features import pool
         from workbench.data.batching import batch_order, collate, encode_texts
-        from workbench.errors import StepError
 
         loaded = ctx.model(params.model)
         dataset = ctx.dataset(params.dataset)
         if dataset.kind in ("treebank", "code"):
             return _extract_words(ctx, params, loaded, dataset)
-        if dataset.kind != "text":
-            raise StepError(f"extract reads text, treebank or code datasets; '{params.dataset}' is a {dataset.kind} dataset")
         encodings = encode_texts(loaded.tokenizer, dataset.texts(), dataset.spec.max_length)
-        num_layers = loaded.layout.num_layers
-        layers = resolve_layers(params.layers, num_layers)
-        backbone = loaded.model.base_model
-        dim = loaded.model.config.hidden_size
-        statistics = LayerStatistics(len(layers), dim, loaded.device)
-        out_dtype = getattr(torch, params.dtype)
-        folder = ctx.output_dir / FEATURES_FOLDER
-        folder.mkdir(parents=True)
+        target = HiddenStates.prepare(ctx, params, loaded)
+        layers, statistics, out_dtype, folder = target.layers, target.statistics, target.dtype, target.folder
         shards = []
         with torch.inference_mode(), ctx.bar(len(encodings), "extract") as advance:
             for start in range(0, len(encodings), params.shard_size):
@@ -101,8 +94,7 @@ class Extract(Step):
                 order: list[torch.Tensor] = []
                 for indices in batch_order(encodings.lengths[start:end], params.batch_size):
                     batch = collate(encodings, [start + i for i in indices], loaded.device)
-                    hidden = backbone(**batch.model_inputs(), output_hidden_states=True).hidden_states
-                    selected = torch.stack([hidden[layer] for layer in layers])  # [layers, batch, seq, dim]
+                    selected = target.select(batch.model_inputs())  # [layers, batch, seq, dim]
                     if params.pooling == "none":
                         real = batch.attention_mask.bool()
                         vectors = selected[:, real]  # [layers, tokens, dim]
@@ -121,12 +113,44 @@ class Extract(Step):
         data = {
             "layers": layers,
             "pooling": params.pooling,
-            "dim": dim,
+            "dim": target.dim,
             "examples": len(encodings),
             "tokens": encodings.num_tokens,
             "shards": shards,
         }
         return StepResult(layer_scores=layer_scores, data=data, metrics={"examples": len(encodings)})
+
+
+@dataclass
+class HiddenStates:
+    """What both extract paths share: which hidden states to keep, their statistics, where shards go."""
+
+    layers: list[int]  # hidden-state indices, 0 = embeddings
+    backbone: Any
+    dim: int
+    statistics: Any  # LayerStatistics over the kept layers
+    dtype: Any  # of the stored features
+    folder: Path
+
+    @classmethod
+    def prepare(cls, ctx: "StepContext", params: ExtractParams, loaded: "LoadedModel") -> "HiddenStates":
+        import torch
+
+        from workbench.analysis.features import LayerStatistics
+
+        layers = resolve_layers(params.layers, loaded.layout.num_layers)
+        dim = loaded.model.config.hidden_size
+        folder = ctx.output_dir / FEATURES_FOLDER
+        folder.mkdir(parents=True)
+        statistics = LayerStatistics(len(layers), dim, loaded.device)
+        return cls(layers, loaded.model.base_model, dim, statistics, getattr(torch, params.dtype), folder)
+
+    def select(self, inputs: dict) -> "torch.Tensor":
+        """The kept layers' hidden states of one batch, [layers, batch, seq, dim]."""
+        import torch
+
+        hidden = self.backbone(**inputs, output_hidden_states=True).hidden_states
+        return torch.stack([hidden[layer] for layer in self.layers])
 
 
 def resolve_layers(requested: str | list[int], num_layers: int) -> list[int]:
@@ -208,7 +232,6 @@ def _extract_words(
     import torch
     from safetensors.torch import save_file
 
-    from workbench.analysis.features import LayerStatistics
     from workbench.data.alignment import encode_words
     from workbench.errors import StepError
 
@@ -219,13 +242,8 @@ def _extract_words(
         )
     words = dataset_words(dataset)
     max_length = dataset.spec.max_length
-    layers = resolve_layers(params.layers, loaded.layout.num_layers)
-    backbone = loaded.model.base_model
-    dim = loaded.model.config.hidden_size
-    statistics = LayerStatistics(len(layers), dim, loaded.device)
-    out_dtype = getattr(torch, params.dtype)
-    folder = ctx.output_dir / FEATURES_FOLDER
-    folder.mkdir(parents=True)
+    target = HiddenStates.prepare(ctx, params, loaded)
+    layers, statistics, out_dtype, folder = target.layers, target.statistics, target.dtype, target.folder
     shards: list[str] = []
     counts = {"words": 0, "kept": 0, "truncated": 0, "empty": 0, "sentences_truncated": 0}
     with torch.inference_mode(), ctx.bar(len(words), "extract words") as advance:
@@ -235,8 +253,7 @@ def _extract_words(
             for indices in word_batches(words, list(range(start, end)), params.batch_size):
                 aligned = encode_words(loaded.tokenizer, [words[i] for i in indices], max_length)
                 inputs = {name: value.to(loaded.device) for name, value in aligned.model_inputs().items()}
-                hidden = backbone(**inputs, output_hidden_states=True).hidden_states
-                selected = torch.stack([hidden[layer] for layer in layers])  # [layers, batch, seq, dim]
+                selected = target.select(inputs)  # [layers, batch, seq, dim]
                 pooling = piece_matrix(aligned.word_index, aligned.max_words, params.pooling).to(selected)
                 pooled = torch.einsum("bws,lbsd->lbwd", pooling, selected)  # [layers, batch, words, dim]
                 for row, index in enumerate(indices):
@@ -262,7 +279,7 @@ def _extract_words(
     data = {
         "layers": layers,
         "pooling": params.pooling,
-        "dim": dim,
+        "dim": target.dim,
         "unit": "word",
         "dataset_kind": dataset.kind,
         "examples": len(words),

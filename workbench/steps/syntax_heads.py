@@ -84,16 +84,13 @@ class SyntaxHeads(Step):
         import torch
 
         from workbench.analysis.syntax import DependencyHeadScorer, HeadJSDivergence, word_level_attention
-        from workbench.errors import StepError
         from workbench.models.pruning import heads_json, present_heads, pruned_heads
         from workbench.steps.extract import dataset_words
         from workbench.steps.word_attention import word_attention
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the syntax_heads step")
-        dataset = ctx.dataset(params.dataset)
-        if dataset.kind != "treebank":
-            raise StepError(f"syntax_heads needs a treebank (path: conllu); '{params.dataset}' is a {dataset.kind} dataset")
+        dataset = ctx.dataset(params.dataset, "treebank")
         num_layers, num_heads = loaded.layout.shape
         present = present_heads(loaded)  # [layers, heads]
         scorer = DependencyHeadScorer(
