@@ -15,14 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SST2_TRAIN, peak_rss_mb, report, write_recipe
+from common import SST2_TRAIN, peak_rss_mb, report, run_silently, write_recipe
 
 
 def child(examples: int, batch_size: int) -> None:
-    from workbench.executor import run_recipe
-    from workbench.progress import ProgressReporter
-    from workbench.recipe.loader import load_recipe
-
     with tempfile.TemporaryDirectory() as folder:
         recipe = write_recipe(
             Path(folder),
@@ -38,7 +34,7 @@ def child(examples: int, batch_size: int) -> None:
         )
         before = peak_rss_mb()
         started = time.perf_counter()
-        outcome = run_recipe(load_recipe(recipe), Path(folder) / "store", progress=ProgressReporter(enabled=False))
+        outcome = run_silently(recipe, Path(folder) / "store")
         seconds = time.perf_counter() - started
         seen = outcome.step("attention").result.metrics["examples"]
     print(json.dumps({"examples": seen, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before, "seconds": seconds}))

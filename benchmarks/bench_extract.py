@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from common import SST2_TRAIN, minilm_dir, report, sst2_sentences, write_recipe
+from common import SST2_TRAIN, minilm_dir, report, run_silently, sst2_sentences, write_recipe
 
 
 def plain_loop(sentences: list[str], batch_size: int, sort: bool) -> float:
@@ -35,10 +35,6 @@ def plain_loop(sentences: list[str], batch_size: int, sort: bool) -> float:
 
 
 def workbench_extract(examples: int, batch_size: int, store: Path) -> float:
-    from workbench.executor import run_recipe
-    from workbench.progress import ProgressReporter
-    from workbench.recipe.loader import load_recipe
-
     recipe = write_recipe(
         store.parent,
         f"""
@@ -51,7 +47,7 @@ def workbench_extract(examples: int, batch_size: int, store: Path) -> float:
           extract: {{kind: extract, dataset: data, pooling: mean, batch_size: {batch_size}}}
         """,
     )
-    outcome = run_recipe(load_recipe(recipe), store, progress=ProgressReporter(enabled=False))
+    outcome = run_silently(recipe, store)
     return outcome.step("extract").duration_s
 
 

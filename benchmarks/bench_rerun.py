@@ -14,16 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, report
+from common import REPO, report, run_silently
 
 
 def timed_run(recipe: Path, store: Path, overrides: list[str]) -> float:
-    from workbench.executor import run_recipe
-    from workbench.progress import ProgressReporter
-    from workbench.recipe.loader import load_recipe
-
     started = time.perf_counter()
-    run_recipe(load_recipe(recipe, overrides), store, progress=ProgressReporter(enabled=False))
+    run_silently(recipe, store, overrides)
     return time.perf_counter() - started
 
 

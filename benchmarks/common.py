@@ -40,6 +40,15 @@ def write_recipe(folder: Path, text: str) -> Path:
     return path
 
 
+def run_silently(recipe: Path, store: Path, overrides: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """Run a recipe in this process without progress bars; returns the RunOutcome."""
+    from workbench.executor import run_recipe
+    from workbench.progress import ProgressReporter
+    from workbench.recipe.loader import load_recipe
+
+    return run_recipe(load_recipe(recipe, overrides or []), store, progress=ProgressReporter(enabled=False))
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
