@@ -32,7 +32,7 @@ def main() -> None:
     torch.manual_seed(0)
     loaded = load_model(str(minilm_dir()), head="sequence-classification", num_labels=2)
     sentences, labels = sst2_sentences(SST2_DEV, args.examples)
-    encodings = encode_texts(loaded.tokenizer, [(s,) for s in sentences], args.max_length)
+    encodings = encode_texts(loaded.tokenizer, [(s,) for s in sentences], args.max_length, token_types=False)
     task = TaskData(encodings, torch.tensor(labels), "classification")
     def timed(granularity: str = "batch", naive: bool = False):
         started = time.perf_counter()

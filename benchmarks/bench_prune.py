@@ -34,7 +34,7 @@ def main() -> None:
     half = select_heads_to_prune(torch.rand(unpruned.layout.shape), 0.5)
     prune_heads(pruned, half)
     sentences, _ = sst2_sentences(SST2_DEV, args.examples)
-    encodings = encode_texts(unpruned.tokenizer, [(s,) for s in sentences], 128)
+    encodings = encode_texts(unpruned.tokenizer, [(s,) for s in sentences], 128, token_types=False)
 
     def speed(loaded, batch_size: int) -> float:
         batches = [collate(encodings, list(range(i, min(i + batch_size, len(encodings))))) for i in range(0, len(encodings), batch_size)]

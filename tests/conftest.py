@@ -13,6 +13,7 @@ import pytest
 # each other make every small matmul many times slower. Set before torch is imported; inherited by
 # the `workbench` processes tests start. An explicit OMP_NUM_THREADS wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests have no network: hub revisions resolve from the local cache
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

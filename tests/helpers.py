@@ -157,11 +157,14 @@ def keys(run: dict[str, Any]) -> dict[str, str]:
     return {step["id"]: step["key"] for step in run["steps"]}
 
 
-def results(run: dict[str, Any], *, skip_metrics: tuple[str, ...] = ("examples_per_s",)) -> dict[str, Any]:
-    """What a run measured (metrics, head and layer scores), minus timings that differ between runs."""
+TIMINGS = ("examples_per_s", "speedup")
+
+
+def results(run: dict[str, Any], *, skip_metrics: tuple[str, ...] = TIMINGS) -> dict[str, Any]:
+    """What a run measured (metrics, head and layer scores), minus timings (metrics named like `skip_metrics`)."""
     return {
         step["id"]: {
-            "metrics": {k: v for k, v in step["metrics"].items() if k not in skip_metrics},
+            "metrics": {k: v for k, v in step["metrics"].items() if not k.startswith(skip_metrics) or not skip_metrics},
             "head_scores": step["head_scores"],
             "layer_scores": step["layer_scores"],
         }

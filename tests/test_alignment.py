@@ -72,8 +72,8 @@ def test_wordpiece_splits_a_rare_word_into_pieces(wordpiece):
     assert len(word_pieces(batch, 0, 1)) == 3  # una ##ffa ##ble
     assert wordpiece.convert_ids_to_tokens(word_pieces(batch, 0, 1))[1].startswith("##")
     assert_words_decode_back(wordpiece, batch, SENTENCES)  # lower-cased, accents stripped: "hello"
-    assert batch.token_type_ids is not None
-    assert set(batch.model_inputs()) == {"input_ids", "attention_mask", "token_type_ids"}
+    # single sentences carry no token types: segment 0 is every model's default, and GPT-2 would add wte(0)
+    assert set(batch.model_inputs()) == {"input_ids", "attention_mask"}
     # [CLS] and [SEP] are not words
     assert batch.word_index[0, 0] == -1
     assert batch.input_ids[0, 0] == wordpiece.cls_token_id
@@ -88,7 +88,6 @@ def test_byte_level_bpe_marks_every_word_start_and_leaves_the_tokenizer_as_it_wa
         # Pre-split words are tokenized exactly like running text with a leading space.
         running = byte_level_bpe(" " + " ".join(words))["input_ids"]
         assert batch.input_ids[row][batch.attention_mask[row] == 1].tolist() == running
-    assert batch.token_type_ids is None
     assert byte_level_bpe.backend_tokenizer.pre_tokenizer.add_prefix_space is False
 
 

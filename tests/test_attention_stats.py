@@ -45,7 +45,7 @@ def test_statistics_of_known_heads_and_per_example_averaging():
         return -(a * math.log(a) + (n - 1) * b * math.log(b))
 
     expected = (one_hot_entropy(4) + one_hot_entropy(2)) / 2
-    assert math.isclose(result["entropy"][0, 0].item(), expected, rel_tol=1e-4)  # float32 maps
+    assert math.isclose(result["entropy_smoothed"][0, 0].item(), expected, rel_tol=1e-4)  # float32 maps
 
 
 def test_heads_never_seen_are_nan():
@@ -54,4 +54,4 @@ def test_heads_never_seen_are_nan():
     statistics.observe(0, torch.tensor([1]), torch.full((1, 1, 3, 3), 1 / 3))  # head 0 pruned
     result = statistics.result()
     assert math.isnan(result["self"][0, 0]) and math.isclose(result["self"][0, 1].item(), 1 / 3, rel_tol=1e-6)
-    assert torch.isnan(result["entropy"][1]).all()
+    assert torch.isnan(result["entropy_smoothed"][1]).all()

@@ -139,3 +139,27 @@ def test_valid_recipe_validates_without_torch(recipe):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"code": 0, "heavy": []}, done.stdout + done.stderr
     assert "ok" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "override, field, expected",
+    [
+        ("model.revision=12e34", ("model", "revision"), "12e34"),  # YAML would read a float here
+        ("model.revision=12345", ("model", "revision"), "12345"),  # and an int here
+        ("model.revision=null", ("model", "revision"), None),
+        ("steps.evaluate.batch_size=1e1", ("steps", "evaluate", "batch_size"), 10),
+        ("description=3.14", ("description",), "3.14"),
+    ],
+)
+def test_an_override_is_read_as_the_type_of_its_field(override, field, expected):
+    """Issue 7.7: string fields keep the override's text; number fields get the number."""
+    from workbench.recipe.loader import load_recipe
+
+    loaded = load_recipe(GOOD_RECIPES / "minimal.yaml", [override])
+    if field[0] == "steps":
+        value = getattr(loaded.steps[field[1]], field[2])
+    else:
+        value = loaded.recipe
+        for part in field:
+            value = getattr(value, part)
+    assert value == expected and type(value) is type(expected)

@@ -33,7 +33,7 @@ def test_run_ends_with_a_summary(browsed):
     assert summary.code == 0
     text = plain(summary.out)
     assert "run 3" in text and "finished" in text
-    assert "entropy (layer x head)" in text and "accuracy" in text
+    assert "entropy_smoothed (layer x head)" in text and "accuracy" in text
 
 
 def test_runs_lists_every_run(browsed):
@@ -64,7 +64,7 @@ def test_show_prints_steps_metrics_and_every_score(browsed):
         for name in step["layer_scores"]:
             assert f"{name} by layer" in text
     only = plain(cli("show", "1", "--store", store, "--step", "attention", "--score", "self").out)
-    assert "self (layer x head)" in only and "entropy (layer x head)" not in only and "extract (extract)" not in only
+    assert "self (layer x head)" in only and "entropy_smoothed (layer x head)" not in only and "extract (extract)" not in only
 
 
 def test_show_json_has_every_metric_and_score_of_the_cache(browsed):

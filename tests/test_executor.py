@@ -59,7 +59,7 @@ def test_second_run_is_all_cached_with_identical_results(pipeline, store_dir):
     assert keys(second) == keys(first)
     assert results(second, skip_metrics=()) == results(first, skip_metrics=())
     attention = steps_by_id(second)["attention"]["head_scores"]
-    assert set(attention) >= {"entropy", "self", "prev", "next", "first", "sep", "punct"}
+    assert set(attention) >= {"entropy_smoothed", "self", "prev", "next", "first", "sep", "punct"}
     assert all(len(grid) == 2 and all(len(row) == 4 for row in grid) for grid in attention.values())
 
 
@@ -87,6 +87,12 @@ def test_force_recomputes_and_dry_run_writes_nothing(pipeline, store_dir, tmp_pa
     forced = run_ok(pipeline, store_dir, "--force", "attention")
     assert statuses(forced) == {**dict.fromkeys(ALL_STEPS, "cached"), "attention": "done"}
     assert results(forced) == results(base)
+
+    # Forcing a step recomputes every step that reads it: the cached evaluate described the old model.
+    plan = cli("run", pipeline, "--store", store_dir, "--dry-run", "--force", "finetune")
+    assert {step: _dry_run_verdict(plan.out, step) for step in ALL_STEPS} == dict.fromkeys(ALL_STEPS, "run")
+    downstream = run_ok(pipeline, store_dir, "--force", "finetune")
+    assert statuses(downstream) == dict.fromkeys(ALL_STEPS, "done")
 
     bad = cli("run", pipeline, "--store", store_dir, "--force", "atention")
     assert bad.code == 2 and "did you mean 'attention'" in bad.text and "Traceback" not in bad.text

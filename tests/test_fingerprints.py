@@ -33,3 +33,55 @@ def test_which_split_a_file_belongs_to_counts(tmp_path):
     together = _spec(data_files={"train": ["a.csv", "b.csv"]})
     apart = _spec(data_files={"train": "a.csv", "validation": "b.csv"})
     assert dataset_fingerprint(together, tmp_path) != dataset_fingerprint(apart, tmp_path)
+
+
+# --- hub revisions are keyed by their commit (issue 7.6) ------------------------------------------
+
+SHA_A, SHA_B = "a" * 40, "b" * 40
+
+
+def _hub_cache(root, repo_type: str, repo_id: str, **refs: str):
+    """A Hugging Face cache folder as huggingface_hub lays it out: refs/<revision> holds a commit sha."""
+    folder = root / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    for revision, sha in refs.items():
+        (folder / "refs" / revision).write_text(sha)
+        (folder / "snapshots" / sha).mkdir(parents=True, exist_ok=True)
+
+
+def _keys(tmp_path, **model) -> dict[str, str]:
+    from tests.helpers import recipe, write_yaml
+    from workbench.plan import build_plan
+    from workbench.recipe.loader import load_recipe
+
+    document = recipe(
+        "someorg/tiny-model",
+        datasets={"dev": {"path": "someorg/some-data", "text": "sentence", "label": "label"}},
+        steps={"evaluate": {"kind": "evaluate", "dataset": "dev"}},
+    )
+    document["model"].update(model)
+    plan = build_plan(load_recipe(write_yaml(tmp_path / "hub.yaml", document)))
+    return {"model": plan.model_fingerprint, "dev": plan.dataset_fingerprints["dev"], "evaluate": plan.steps[0].key}
+
+
+def test_hub_models_and_datasets_are_keyed_by_the_commit_their_revision_points_to(tmp_path, monkeypatch):
+    from workbench.hub import resolve_commit
+
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    _hub_cache(cache, "model", "someorg/tiny-model", main=SHA_A)
+    _hub_cache(cache, "dataset", "someorg/some-data", main=SHA_A)
+    assert resolve_commit("someorg/tiny-model", None) == SHA_A
+    first = _keys(tmp_path)
+
+    _hub_cache(cache, "model", "someorg/tiny-model", main=SHA_B)  # `main` moved
+    moved = _keys(tmp_path)
+    assert moved["model"] != first["model"] and moved["evaluate"] != first["evaluate"]
+    assert moved["dev"] == first["dev"]
+
+    _hub_cache(cache, "dataset", "someorg/some-data", main=SHA_B)
+    assert _keys(tmp_path)["dev"] != first["dev"]
+
+    # An explicit commit is the commit; a branch name that resolves to it gives the same key.
+    assert _keys(tmp_path, revision=SHA_B)["model"] == _keys(tmp_path)["model"]

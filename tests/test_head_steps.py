@@ -103,10 +103,11 @@ def test_language_models_prune_by_fraction(tiny_model_dir, write_recipe, store_d
     )
     outcome = _run(recipe, store_dir)
     search = outcome.step("search").result
-    assert search.data["metric"] == "perplexity"
+    assert search.data["metric"] == "loss"  # run_prune_gpt's rule: score = 1 / loss
+    assert search.data["rule"] == "loss <= original / 0.8"
     scores = [row["score"] for row in search.data["iterations"]]
     kept = search.metrics["heads_masked"]
-    # perplexity: lower is better, so every kept iteration stays below original / threshold
+    # loss: lower is better, so every kept iteration stays below original / threshold
     assert all(score <= scores[0] / 0.8 for row, score in zip(search.data["iterations"], scores) if row["heads_masked"] <= kept)
     prune = outcome.step("prune").result
     assert prune.metrics["heads_pruned"] == 4

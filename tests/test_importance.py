@@ -16,7 +16,7 @@ from workbench.models.loading import load_model
 def _task(loaded, n=12, pairs=False):
     rows = generate_agreement(n, seed=3)
     texts = [(row.sentence, row.sentence.lower()) if pairs else (row.sentence,) for row in rows]
-    encodings = encode_texts(loaded.tokenizer, texts, max_length=32)
+    encodings = encode_texts(loaded.tokenizer, texts, max_length=32, token_types=loaded.uses_token_types)
     return TaskData(encodings, torch.tensor([row.label for row in rows]), "classification")
 
 

@@ -124,7 +124,7 @@ def test_sentence_pairs_run_end_to_end(tiny_model_dir, tmp_path):
 
     pairs = load_dataset_spec("mrpc", DatasetSpec(**mrpc), tmp_path)
     assert all(len(texts) == 2 for texts in pairs.texts())
-    encodings = encode_texts(AutoTokenizer.from_pretrained(tiny_model_dir("bert")), pairs.texts(), 128)
+    encodings = encode_texts(AutoTokenizer.from_pretrained(tiny_model_dir("bert")), pairs.texts(), 128, token_types=True)
     assert encodings.token_type_ids is not None
     assert all(set(types) == {0, 1} for types in encodings.token_type_ids)  # both sentences are there
 

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from workbench.data.sources import LoadedDataset, load_dataset_spec
-from workbench.errors import StepError
+from workbench.errors import ModelError, StepError
 from workbench.progress import ProgressReporter
 from workbench.steps.base import StepParams, StepResult
 
 if TYPE_CHECKING:
     import torch
 
+    from workbench.data.labels import LabelVocabulary
     from workbench.models.loading import LoadedModel
     from workbench.plan import Plan, PlannedStep
 
@@ -33,6 +34,41 @@ class RunResources:
         self.datasets: dict[str, LoadedDataset] = {}
         self.results: dict[str, StepResult] = {}
         self.resolved_commits: dict[str, str] = {}
+        self._labels: tuple["LabelVocabulary | None"] | None = None  # resolved once: (vocabulary,)
+
+    def recipe_labels(self, source: str, revision: str | None) -> "LabelVocabulary | None":
+        """The class names of the recipe model's classification head (data/labels.py says from where)."""
+        if self._labels is None:
+            self._labels = (self._resolve_labels(source, revision),)
+        return self._labels[0]
+
+    def _resolve_labels(self, source: str, revision: str | None) -> "LabelVocabulary | None":
+        from workbench.data.labels import LabelVocabulary, vocabulary_from_config, vocabulary_from_values
+
+        recipe = self.plan.recipe
+        spec = recipe.recipe.model
+        if spec.labels is not None:
+            return LabelVocabulary(tuple(spec.labels), "the recipe (model.labels)")
+        if spec.num_labels == 1:
+            return None  # regression
+        vocabulary = vocabulary_from_config(_read_config(source, revision))
+        if vocabulary is None:
+            training = self.plan.training_dataset()
+            if training is None:
+                return None
+            whole = load_dataset_spec(training, recipe.recipe.datasets[training].model_copy(update={"limit": None}), recipe.base_dir)
+            labels = whole.labels() or []
+            if whole.class_names:
+                vocabulary = LabelVocabulary(tuple(whole.class_names), f"dataset '{training}' (its ClassLabel names)")
+            else:
+                vocabulary = vocabulary_from_values(labels, training)
+        if vocabulary is not None and spec.num_labels is not None and spec.num_labels != len(vocabulary):
+            raise ModelError(
+                f"model.num_labels is {spec.num_labels}, but {len(vocabulary)} labels come from {vocabulary.source}: "
+                + ", ".join(vocabulary.names),
+                hint="set num_labels to match, or name the classes with model.labels",
+            )
+        return vocabulary
 
     @property
     def device(self) -> "torch.device":
@@ -87,16 +123,24 @@ class StepContext:
         """The parameters another step of this recipe was given (e.g. which dataset it read)."""
         return self._resources.plan.step(step_id).params
 
-    def model(self, reference: str | None = None, *, head: str | None = None) -> "LoadedModel":
-        """A fresh copy of the recipe's model, or of the model another step produced."""
+    def model(self, reference: str | None = None, *, head: str | None = None, dtype: str | None = None) -> "LoadedModel":
+        """A fresh copy of the recipe's model, or of the model another step produced.
+
+        `dtype` overrides the recipe's (finetune keeps float32 master weights under autocast).
+        """
         from workbench.models.loading import load_model
         from workbench.models.sources import resolve_model_source
 
         spec = self._resources.plan.recipe.recipe.model
+        head = head or spec.head
+        labels, num_labels = None, spec.num_labels
         if reference is None:
             _, folder = resolve_model_source(spec.id, self.recipe_dir)
             source = str(folder) if folder is not None else spec.id
             revision = spec.revision
+            if head == "sequence-classification":
+                labels = self._resources.recipe_labels(source, revision)
+                num_labels = num_labels or (len(labels) if labels is not None else None)
         else:
             try:
                 source = str(self.upstream(reference).file(MODEL_FOLDER))
@@ -105,10 +149,11 @@ class StepContext:
             revision = None
         loaded = load_model(
             source,
-            head=head or spec.head,
-            num_labels=spec.num_labels,
+            head=head,
+            num_labels=num_labels,
+            labels=labels,
             revision=revision,
-            dtype=spec.dtype,
+            dtype=dtype or spec.dtype,
             device=self.device,
         )
         if reference is None and loaded.resolved_commit:
@@ -132,3 +177,13 @@ class StepContext:
         from workbench.device import seed_everything
 
         seed_everything(self.seed + offset)
+
+
+def _read_config(source: str, revision: str | None) -> object:
+    """A model's config, without its weights (for the class names of a checkpoint)."""
+    import transformers
+
+    try:
+        return transformers.AutoConfig.from_pretrained(source, revision=revision)
+    except Exception as error:  # noqa: BLE001 -- any failure here means the model cannot be loaded either
+        raise ModelError(f"cannot read the config of model '{source}': {type(error).__name__}: {error}") from None

@@ -224,13 +224,18 @@ def _artifact_kind(path: str) -> str:
 
 
 def _forced_steps(plan: Plan, force: list[str]) -> set[str]:
+    """The forced steps and everything downstream of them: a recomputed output invalidates its readers.
+
+    Keys are content addresses of the inputs, not of the outputs, so a recomputed step keeps its key
+    and so do its readers; without this, a cached `evaluate` would keep describing the old model.
+    """
     if "*" in force or "all" in force:
         return {step.step_id for step in plan.steps}
     known = {step.step_id for step in plan.steps}
     for step_id in force:
         if step_id not in known:
             raise RecipeError(f"--force {step_id}: no step with that id", hint=did_you_mean(step_id, known))
-    return set(force)
+    return plan.downstream_of(set(force))
 
 
 def _describe(error: BaseException) -> str:

@@ -40,6 +40,10 @@ class Plan:
     def step(self, step_id: str) -> PlannedStep:
         return next(step for step in self.steps if step.step_id == step_id)
 
+    def training_dataset(self) -> str | None:
+        """The dataset the recipe's model is first fine-tuned on: where its class names come from."""
+        return training_dataset(self.recipe)
+
     def downstream_of(self, step_ids: set[str]) -> set[str]:
         """The given steps and every step that depends on them."""
         selected = set(step_ids)
@@ -71,6 +75,7 @@ def build_plan(loaded: LoadedRecipe) -> Plan:
             "weights": model_fingerprint(recipe.model.id, recipe.model.revision, loaded.base_dir),
             "head": recipe.model.head,
             "num_labels": recipe.model.num_labels,
+            "labels": _label_source(loaded),
             "dtype": recipe.model.dtype,
         }
     )
@@ -95,6 +100,32 @@ def build_plan(loaded: LoadedRecipe) -> Plan:
         )
         ordered.append(PlannedStep(step_id, params.kind, params, keys[step_id], depends_on))
     return Plan(loaded, tuple(ordered), model_print, dataset_prints)
+
+
+def training_dataset(loaded: LoadedRecipe) -> str | None:
+    """The dataset of the first finetune step that trains the recipe's own model, if any."""
+    for params in loaded.steps.values():
+        if params.kind == "finetune" and params.model is None:  # type: ignore[attr-defined]
+            return params.dataset  # type: ignore[attr-defined]
+    return None
+
+
+def _label_source(loaded: LoadedRecipe) -> Any:
+    """What fixes the class names of the recipe model's head (data/labels.py), for the model's key.
+
+    The recipe's `labels`, or else the WHOLE training dataset (its fingerprint without `limit`):
+    names taken from the checkpoint are covered by the weights' fingerprint already.
+    """
+    spec = loaded.recipe.model
+    if spec.head != "sequence-classification" or spec.num_labels == 1:
+        return None
+    if spec.labels is not None:
+        return list(spec.labels)
+    training = training_dataset(loaded)
+    if training is None or training not in loaded.recipe.datasets:
+        return None
+    whole = loaded.recipe.datasets[training].model_copy(update={"limit": None})
+    return {"training_dataset": dataset_fingerprint(whole, loaded.base_dir)}
 
 
 def _key_params(params: StepParams, keys: dict[str, str]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Per head, the mean over the real (non-padding) query positions of each example, then the mean over
 examples (each example weighs the same, as in Clark et al.'s code):
 
-    entropy       entropy of the attention distribution, smoothed as A <- 0.9999 A + 0.0001/n
+    entropy_smoothed      entropy of the attention distribution, smoothed as A <- 0.9999 A + 0.0001/n
+                          (Clark's definition; the importance step's `entropy_per_token` is another)
     self          attention to the query token itself
     prev, next    attention to the previous / next token (over the queries that have one)
     first         attention to the first token ([CLS] for BERT-style models, BOS or the first
@@ -11,7 +12,7 @@ examples (each example weighs the same, as in Clark et al.'s code):
     sep           attention to separator tokens ([SEP], or EOS for decoders)
     punct         attention to punctuation tokens ("." and ",")
 and per example
-    cls_entropy   smoothed entropy of the first token's attention row
+    cls_entropy_smoothed  smoothed entropy of the first token's attention row
 
 Nothing of size [seq, seq] outlives a batch: each statistic is a running [layers, heads] sum.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-STATISTICS = ("entropy", "self", "prev", "next", "first", "sep", "punct", "cls_entropy")
+STATISTICS = ("entropy_smoothed", "self", "prev", "next", "first", "sep", "punct", "cls_entropy_smoothed")
 PUNCTUATION = (".", ",")
 SMOOTHING = 1e-4
 
@@ -75,8 +76,8 @@ class HeadStatistics:
         accumulate("sep", torch.einsum("bhqk,bk->bhq", probs, batch["sep"]), query_weight)
         accumulate("punct", torch.einsum("bhqk,bk->bhq", probs, batch["punct"]), query_weight)
         entropy = smoothed_entropy(probs, real, batch["lengths"])  # [batch, heads, q_len]
-        accumulate("entropy", entropy, query_weight)
-        accumulate("cls_entropy", entropy[..., :1], torch.ones_like(query_weight[..., :1]))
+        accumulate("entropy_smoothed", entropy, query_weight)
+        accumulate("cls_entropy_smoothed", entropy[..., :1], torch.ones_like(query_weight[..., :1]))
 
     def result(self) -> dict[str, torch.Tensor]:
         """Mean of each statistic, [layers, heads] (NaN where a head was never seen, e.g. pruned)."""

@@ -192,17 +192,32 @@ def _gradients_for_gates_only(model: torch.nn.Module, keep_parameters: bool = Fa
             parameter.requires_grad_(flag)
 
 
-def mask_least_important(importance: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
+def mask_least_important(
+    importance: torch.Tensor, mask: torch.Tensor, count: int, *, min_per_layer: int = 0
+) -> torch.Tensor:
     """Mask `count` more heads: the least important among those still unmasked (ties by position).
 
     Already-masked heads count as infinitely important so they are never picked again (the
-    reference's rule); NaN (pruned) heads are never picked either.
+    reference's rule); NaN (pruned) heads are never picked either. `min_per_layer` protects the
+    that many most important unmasked heads of every layer (Michel's at_least_x_heads_per_layer),
+    so fewer than `count` heads are masked when too few are left to choose from.
     """
     scores = importance.clone().float()
     scores[(mask == 0) | torch.isnan(scores)] = float("inf")
+    if min_per_layer > 0:
+        for layer in range(scores.shape[0]):
+            candidates = torch.nonzero(scores[layer] != float("inf")).flatten()
+            protected = candidates[torch.argsort(-scores[layer, candidates], stable=True)[:min_per_layer]]
+            scores[layer, protected] = float("inf")
     order = torch.argsort(scores.flatten(), stable=True)
     available = int((scores.flatten() != float("inf")).sum())
     chosen = order[: min(count, available)]
     new_mask = mask.clone().flatten()
     new_mask[chosen] = 0.0
     return new_mask.view_as(mask)
+
+
+def maskable_heads(mask: torch.Tensor, present: torch.Tensor, min_per_layer: int = 0) -> int:
+    """How many more heads may be masked: every unmasked present head but `min_per_layer` per layer."""
+    unmasked = ((mask != 0) & present).sum(-1)  # [layers]
+    return int((unmasked - min_per_layer).clamp(min=0).sum())

@@ -6,22 +6,28 @@ import math
 
 import numpy as np
 
-CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")
+CLASSIFICATION_METRICS = ("accuracy", "f1", "f1_macro", "f1_micro", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman", "mse")
 LM_METRICS = ("perplexity", "loss")
 LOWER_IS_BETTER = {"perplexity", "loss", "mse"}
 
 
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    """accuracy, F1 (of class 1 when binary, macro otherwise) and Matthews correlation."""
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
+    """Accuracy, F1 and Matthews correlation; which F1 follows the model's head, never the data.
+
+    `f1` is GLUE's (binary, positive class 1) and exists only for two-class heads; `f1_macro`
+    (unweighted mean over the classes that occur in the labels or predictions) and `f1_micro`
+    are reported for every classification head.
+    """
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-    binary = set(np.unique(labels)) | set(np.unique(predictions)) <= {0, 1}
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "f1": float(f1_score(labels, predictions, average="binary" if binary else "macro", zero_division=0)),
-        "mcc": float(matthews_corrcoef(labels, predictions)),
-    }
+    metrics = {"accuracy": float(accuracy_score(labels, predictions))}
+    if num_labels == 2:
+        metrics["f1"] = float(f1_score(labels, predictions, average="binary", pos_label=1, zero_division=0))
+    metrics["f1_macro"] = float(f1_score(labels, predictions, average="macro", zero_division=0))
+    metrics["f1_micro"] = float(f1_score(labels, predictions, average="micro", zero_division=0))
+    metrics["mcc"] = float(matthews_corrcoef(labels, predictions))
+    return metrics
 
 
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -45,8 +51,13 @@ def higher_is_better(metric: str) -> bool:
 
 
 def default_metric(task_kind: str) -> str:
-    """The score a head search watches when the recipe names none (the reference's defaults)."""
-    return {"classification": "accuracy", "regression": "pearson", "lm": "perplexity"}[task_kind]
+    """The score a head search watches when the recipe names none (the reference scripts' defaults).
+
+    Language models: the loss, so that masking continues while loss <= loss_0 / threshold, which is
+    run_prune_gpt.py's rule (its score is 1 / loss). The same rule on perplexity would be far
+    stricter (ppl = exp(loss)); `metric: perplexity` still asks for it.
+    """
+    return {"classification": "accuracy", "regression": "pearson", "lm": "loss"}[task_kind]
 
 
 def still_acceptable(score: float, original: float, threshold: float, metric: str) -> bool:

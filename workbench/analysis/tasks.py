@@ -10,6 +10,7 @@ Shared by finetune, evaluate, importance, mask search and pruning curves, so tha
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,34 +32,33 @@ class TaskData:
     encodings: Encodings
     labels: torch.Tensor | None  # [examples]; None for language modelling
     kind: str  # classification | regression | lm
+    num_labels: int = 1  # classes of a classification head
 
     def __len__(self) -> int:
         return len(self.encodings)
 
 
 def prepare_task(loaded: LoadedModel, dataset: LoadedDataset) -> TaskData:
-    """Tokenize a text dataset for the model's head and check its labels fit that head."""
+    """Tokenize a text dataset for the model's head; map its labels through the model's vocabulary."""
+    from workbench.data.labels import label_ids, regression_targets
+
     if dataset.kind != "text":
         raise StepError(f"dataset '{dataset.name}' is a {dataset.kind} dataset; this step needs text")
-    encodings = encode_texts(loaded.tokenizer, dataset.texts(), dataset.spec.max_length)
     kind = loaded.problem_type
     if kind == "none":
         raise StepError("the model has no task head; set model.head to sequence-classification, causal-lm or masked-lm")
+    labels = dataset.labels() if kind != "lm" else None
+    if kind != "lm" and labels is None:
+        raise StepError(f"dataset '{dataset.name}' has no label column (set `label:` in the recipe)")
+    encodings = encode_texts(
+        loaded.tokenizer, dataset.texts(), dataset.spec.max_length, token_types=loaded.uses_token_types
+    )
     if kind == "lm":
         return TaskData(encodings, None, "lm")
-    labels = dataset.labels()
-    if labels is None:
-        raise StepError(f"dataset '{dataset.name}' has no label column (set `label:` in the recipe)")
     if kind == "regression":
-        return TaskData(encodings, torch.tensor(labels, dtype=torch.float32), kind)
-    label_tensor = torch.tensor(labels, dtype=torch.long)
-    num_labels = loaded.model.config.num_labels
-    if label_tensor.min() < 0 or label_tensor.max() >= num_labels:
-        raise StepError(
-            f"labels of dataset '{dataset.name}' range over {int(label_tensor.min())}..{int(label_tensor.max())} "
-            f"but the model has num_labels={num_labels}"
-        )
-    return TaskData(encodings, label_tensor, kind)
+        return TaskData(encodings, torch.tensor(regression_targets(labels, dataset.name), dtype=torch.float32), kind)
+    ids = label_ids(labels, dataset.name, loaded.num_labels, loaded.labels)
+    return TaskData(encodings, torch.tensor(ids, dtype=torch.long), kind, loaded.num_labels)
 
 
 @dataclass
@@ -140,7 +140,7 @@ class ScoreAccumulator:
         labels = self.task.labels[torch.cat(self.indices)].numpy()  # type: ignore[index]
         if self.task.kind == "regression":
             return regression_metrics(labels.astype(np.float64), predictions.astype(np.float64))
-        return classification_metrics(labels, predictions)
+        return classification_metrics(labels, predictions, self.task.num_labels)
 
     def predictions_in_order(self) -> torch.Tensor | None:
         """Predictions indexed by example (None for LMs)."""
@@ -160,10 +160,6 @@ class Evaluation:
     examples: int
     predictions: torch.Tensor | None  # [examples] in dataset order (None for LMs)
 
-    @property
-    def examples_per_s(self) -> float:
-        return self.examples / self.seconds if self.seconds > 0 else float("nan")
-
 
 def evaluate_task(
     loaded: LoadedModel,
@@ -173,17 +169,21 @@ def evaluate_task(
     gates: torch.Tensor | None = None,
     seed: int = 0,
     track: Callable[[Iterable[Batch], int], Iterable[Batch]] | None = None,
+    batches: list[Batch] | None = None,
 ) -> Evaluation:
-    """Score the model on a task under optional head gates (a head mask is gates of 0/1)."""
-    from workbench.data.batching import batch_order, collate
+    """Score the model on a task under optional head gates (a head mask is gates of 0/1).
+
+    `batches`: the task's examples already collated (`collate_task`), for callers that score many
+    gate settings on the same data.
+    """
     from workbench.models.attention import head_hooks
 
     loaded.model.eval()
     accumulator = ScoreAccumulator(task)
-    order = batch_order(task.encodings.lengths, batch_size)
-    batches = (collate(task.encodings, indices, loaded.device) for indices in order)
+    if batches is None:
+        batches = collate_task(loaded, task, batch_size, lazy=True)  # type: ignore[assignment]
     if track is not None:
-        batches = track(batches, len(order))  # type: ignore[assignment]
+        batches = track(batches, math.ceil(len(task) / batch_size))  # type: ignore[assignment,arg-type]
     synchronize(loaded.device)
     started = time.perf_counter()
     with torch.inference_mode(), head_hooks(gates=gates):
@@ -192,6 +192,14 @@ def evaluate_task(
     synchronize(loaded.device)
     seconds = time.perf_counter() - started
     return Evaluation(accumulator.metrics(), seconds, len(task), accumulator.predictions_in_order())
+
+
+def collate_task(loaded: LoadedModel, task: TaskData, batch_size: int, *, lazy: bool = False) -> Iterable[Batch]:
+    """The task's examples in length-sorted batches on the model's device (a list, or a generator)."""
+    from workbench.data.batching import batch_order, collate
+
+    batches = (collate(task.encodings, indices, loaded.device) for indices in batch_order(task.encodings.lengths, batch_size))
+    return batches if lazy else list(batches)
 
 
 def synchronize(device: torch.device) -> None:

@@ -38,7 +38,6 @@ class AlignedBatch:
     # padding, and the surviving pieces of a word cut by truncation
     num_words: torch.Tensor  # [batch] long: words kept whole; they are always the leading words
     word_has_tokens: torch.Tensor  # [batch, max_words] bool: a kept word with at least one sub-token
-    token_type_ids: torch.Tensor | None = None  # [batch, seq] long, when the tokenizer makes them
 
     @property
     def max_words(self) -> int:
@@ -47,10 +46,7 @@ class AlignedBatch:
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """The tensors a model's forward takes, by keyword."""
-        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
-        if self.token_type_ids is not None:
-            inputs["token_type_ids"] = self.token_type_ids
-        return inputs
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
 
 
 @contextmanager
@@ -86,6 +82,8 @@ def encode_words(tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]],
     A word whose sub-tokens are cut by truncation is dropped with every word after it. A word
     that tokenizes to nothing (an empty string, a lone soft hyphen for BERT) is kept but has no
     sub-tokens: `word_has_tokens` is False for it, and the other words keep their indices.
+    No token type ids: a single sentence is segment 0, which every model with segment embeddings
+    assumes when given none, and GPT-2 would add `wte(0)` to every token it is given them for.
     """
     if not sentences:
         raise ValueError("encode_words needs at least one sentence")
@@ -97,6 +95,7 @@ def encode_words(tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]],
             max_length=max_length,
             padding="longest",
             return_tensors="pt",
+            return_token_type_ids=False,
         )
     input_ids = encoded["input_ids"]  # [batch, seq]
     word_index = torch.full_like(input_ids, -1)  # [batch, seq]
@@ -116,7 +115,6 @@ def encode_words(tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]],
         word_index=word_index,
         num_words=num_words,
         word_has_tokens=word_has_tokens,
-        token_type_ids=encoded.get("token_type_ids"),
     )
 
 

@@ -51,23 +51,29 @@ class Batch:
         return self.input_ids.shape[0]
 
 
-def encode_texts(tokenizer: object, texts: list[tuple[str, ...]], max_length: int) -> Encodings:
-    """Tokenize single texts or sentence pairs (truncating the longer side of a pair first)."""
+def encode_texts(tokenizer: object, texts: list[tuple[str, ...]], max_length: int, *, token_types: bool) -> Encodings:
+    """Tokenize single texts or sentence pairs (truncating the longer side of a pair first).
+
+    `token_types`: whether the model has segment embeddings (`LoadedModel.uses_token_types`). Only
+    then do sentence pairs carry token type ids; a model without them (GPT-2 adds `wte(type)` to
+    every token it is given a type for) gets none.
+    """
     if not texts:
         return Encodings([], None, tokenizer.pad_token_id, max_length)  # type: ignore[attr-defined]
     pairs = len(texts[0]) == 2
     first = [text[0] for text in texts]
     second = [text[1] for text in texts] if pairs else None
+    with_types = pairs and token_types
     encoded = tokenizer(  # type: ignore[operator]
         first,
         second,
         truncation="longest_first" if pairs else True,
         max_length=max_length,
         padding=False,
-        return_token_type_ids=pairs,
+        return_token_type_ids=with_types,
     )
-    token_types = encoded.get("token_type_ids") if pairs else None
-    return Encodings(list(encoded["input_ids"]), token_types, tokenizer.pad_token_id, max_length)  # type: ignore[attr-defined]
+    token_types = encoded.get("token_type_ids") if with_types else None
+    return Encodings(list(encoded["input_ids"]), token_types, tokenizer.pad_token_id, max_length)  # type: ignore[attr-defined,arg-type]
 
 
 def batch_order(

@@ -40,8 +40,8 @@ class LoadedDataset:
     spec: DatasetSpec
     kind: str  # "text" | "treebank" | "code"
     fingerprint: str
-    columns: dict[str, list[Any]] = field(default_factory=dict)  # kind == "text"
-    label_names: list[str] | None = None  # classification labels that were strings
+    columns: dict[str, list[Any]] = field(default_factory=dict)  # kind == "text"; labels raw (data/labels.py)
+    class_names: list[str] | None = None  # names of integer class ids the dataset declares (a ClassLabel)
     sentences: list[Any] = field(default_factory=list)  # kind == "treebank": DependencySentence
     examples: list[Any] = field(default_factory=list)  # kind == "code": CodeExample
 
@@ -58,6 +58,7 @@ class LoadedDataset:
         return list(zip(*columns))
 
     def labels(self) -> list[Any] | None:
+        """The label column as read: strings, class ids or floats; mapped to ids by the model (data/labels.py)."""
         return self.columns.get(self.spec.label) if self.spec.label else None
 
 
@@ -106,7 +107,18 @@ def dataset_fingerprint(spec: DatasetSpec, base_dir: Path) -> str:
     normalized = spec.model_dump(mode="json")
     normalized["data_files"] = _content_of(spec.data_files, base_dir)
     normalized["data_dir"] = _content_of(spec.data_dir, base_dir)
+    if is_hub_dataset(spec, base_dir):
+        from workbench.hub import resolve_commit
+
+        normalized["revision"] = resolve_commit(spec.path, spec.revision, "dataset") or f"{spec.revision or 'main'} (unresolved)"
     return value_sha256(normalized)
+
+
+def is_hub_dataset(spec: DatasetSpec, base_dir: Path) -> bool:
+    """A dataset `path:` that names a hub repository (not a builder, one of ours, or a local folder)."""
+    if spec.path in OWN_SOURCES or spec.path in PACKAGED_BUILDERS:
+        return False
+    return not _resolve(base_dir, spec.path).exists()
 
 
 def _content_of(files: Any, base_dir: Path) -> Any:
@@ -142,10 +154,13 @@ def load_dataset_spec(name: str, spec: DatasetSpec, base_dir: Path) -> LoadedDat
         rows = generate_agreement(options["size"], options["seed"], options["attractor_rate"])
         columns = {f.name: [getattr(row, f.name) for row in rows] for f in dataclasses.fields(rows[0])}
         return _text_dataset(name, spec, fingerprint, columns)
-    return _text_dataset(name, spec, fingerprint, _load_with_datasets(spec, base_dir))
+    columns, class_names = _load_with_datasets(spec, base_dir)
+    return _text_dataset(name, spec, fingerprint, columns, class_names)
 
 
-def _text_dataset(name: str, spec: DatasetSpec, fingerprint: str, columns: dict[str, list[Any]]) -> LoadedDataset:
+def _text_dataset(
+    name: str, spec: DatasetSpec, fingerprint: str, columns: dict[str, list[Any]], class_names: list[str] | None = None
+) -> LoadedDataset:
     if spec.limit is not None:
         columns = {key: values[: spec.limit] for key, values in columns.items()}
     for column in spec.text_columns + ([spec.label] if spec.label else []):
@@ -153,16 +168,13 @@ def _text_dataset(name: str, spec: DatasetSpec, fingerprint: str, columns: dict[
             raise DataError(
                 f"dataset '{name}' has no column '{column}'", hint=f"its columns are: {', '.join(columns)}"
             )
-    label_names = None
-    if spec.label and columns[spec.label] and isinstance(columns[spec.label][0], str):
-        label_names = sorted(set(columns[spec.label]))
-        columns[spec.label] = [label_names.index(value) for value in columns[spec.label]]
     for column in spec.text_columns:
         columns[column] = ["" if value is None else str(value) for value in columns[column]]
-    return LoadedDataset(name, spec, "text", fingerprint, columns=columns, label_names=label_names)
+    return LoadedDataset(name, spec, "text", fingerprint, columns=columns, class_names=class_names)
 
 
-def _load_with_datasets(spec: DatasetSpec, base_dir: Path) -> dict[str, list[Any]]:
+def _load_with_datasets(spec: DatasetSpec, base_dir: Path) -> tuple[dict[str, list[Any]], list[str] | None]:
+    """The columns of the split (limited), and the class names of the label column if it is a ClassLabel."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -191,7 +203,9 @@ def _load_with_datasets(spec: DatasetSpec, base_dir: Path) -> dict[str, list[Any
         )
     except Exception as error:  # datasets raises many types; all mean "could not load this"
         raise DataError(f"could not load dataset '{spec.path}' ({type(error).__name__}: {error})") from None
-    return loaded.to_dict()
+    feature = loaded.features.get(spec.label) if spec.label else None
+    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    return loaded.to_dict(), class_names
 
 
 def _load_code(spec: DatasetSpec, base_dir: Path) -> list[Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.data.labels import LabelVocabulary, vocabulary_from_config
 from workbench.errors import ModelError
 from workbench.models.attention import ATTENTION_NAME, number_attention_modules, register_workbench_attention
 
@@ -49,6 +50,12 @@ class LoadedModel:
     attention_modules: list[torch.nn.Module]  # index = layer
     source: str
     resolved_commit: str | None = None
+    labels: LabelVocabulary | None = None  # class names in id order (classification heads)
+    uses_token_types: bool = False  # has segment embeddings: sentence pairs get token type ids
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.model.config.num_labels)
 
     @property
     def device(self) -> torch.device:
@@ -75,11 +82,16 @@ def load_model(
     *,
     head: str,
     num_labels: int | None = None,
+    labels: LabelVocabulary | None = None,
     revision: str | None = None,
     dtype: str = "float32",
     device: torch.device | str = "cpu",
 ) -> LoadedModel:
-    """Load from a hub id or a local folder (also the folders the workbench saves)."""
+    """Load from a hub id or a local folder (also the folders the workbench saves).
+
+    `labels` names the classes of a new classification head (it is written into the config, so the
+    model saves with it); a model the workbench saved brings its own.
+    """
     import transformers
 
     register_workbench_attention()
@@ -89,8 +101,11 @@ def load_model(
     head = saved.get("head", head)
     model_class = getattr(transformers, HEAD_CLASSES[head])
     options: dict[str, object] = {"revision": revision, "dtype": DTYPES[dtype]}
-    if head == "sequence-classification" and num_labels is not None and "head" not in saved:
-        options["num_labels"] = num_labels
+    if head == "sequence-classification" and "head" not in saved:
+        if num_labels is not None:
+            options["num_labels"] = num_labels
+        if labels is not None:
+            options.update(id2label=labels.id2label, label2id=labels.label2id)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, revision=revision)
         if saved.get("pruned_heads"):
@@ -102,8 +117,8 @@ def load_model(
             model, heads_reachable = _from_pretrained(model_class, source, options)
     except ModelError:
         raise
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelError(f"cannot load model '{source}': {error}") from None
+    except Exception as error:  # noqa: BLE001 -- a broken model folder fails in many ways inside transformers
+        raise ModelError(f"cannot load model '{source}': {_first_line(error)}") from None
 
     _ensure_padding(tokenizer, model)
     model.to(device)
@@ -129,17 +144,42 @@ def load_model(
         attention_modules=modules,
         source=source,
         resolved_commit=getattr(config, "_commit_hash", None),
+        labels=vocabulary_from_config(config, real_only=False) if head == "sequence-classification" else None,
+        uses_token_types=uses_token_types(model),
     )
+
+
+def uses_token_types(model: torch.nn.Module) -> bool:
+    """Whether the model has segment embeddings that token type ids select (BERT: yes; GPT-2, RoBERTa: no).
+
+    GPT-2's forward accepts `token_type_ids` but looks them up in its WORD embeddings, so the
+    config's `type_vocab_size` decides, together with the forward's signature.
+    """
+    import inspect
+
+    types = getattr(model.config, "type_vocab_size", None)
+    return isinstance(types, int) and types > 1 and "token_type_ids" in inspect.signature(model.forward).parameters
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def save_model(loaded: LoadedModel, folder: Path, extra: dict | None = None) -> None:
     """Save model and tokenizer (safetensors) with the workbench metadata needed to load it back."""
     import transformers
 
+    from workbench.models.pruning import heads_json, pruned_heads
+
     transformers.utils.logging.disable_progress_bar()
     folder.mkdir(parents=True, exist_ok=True)
     config = loaded.model.config
-    metadata = {"head": loaded.head, **(extra or {})}
+    metadata: dict = {"head": loaded.head}
+    pruned = pruned_heads(loaded) if loaded.heads_reachable else {}
+    if pruned:  # without the map nothing could rebuild the pruned shapes
+        metadata["pruned_heads"] = heads_json(pruned)
+    metadata.update(extra or {})
     setattr(config, WORKBENCH_CONFIG_KEY, metadata)
     try:
         loaded.model.save_pretrained(folder, safe_serialization=True)

@@ -145,6 +145,7 @@ def select_heads_to_prune(
     num_kv_heads: int | None = None,
     gqa_policy: GqaPolicy = "groups",
     already_pruned: Mapping[int, Iterable[int]] | None = None,
+    min_per_layer: int = 0,
 ) -> dict[int, list[int]]:
     """Pick the least important heads to prune next, as a set `prune_heads` accepts under `gqa_policy`.
 
@@ -157,6 +158,9 @@ def select_heads_to_prune(
         fit in `amount` (so fewer heads than asked when `amount` is not a multiple of the group size);
       * "per_group": per layer, one "slice" = the least important remaining head of every remaining
         group; slices are taken by total importance while they fit in `amount`.
+
+    A unit that would leave its layer with fewer than `min_per_layer` heads is skipped (Michel's
+    at_least_x_heads_per_layer: the most important heads of every layer stay).
 
     Returns {layer: [heads]} of the new heads only, sorted (ties: lower layer, then lower head first).
     """
@@ -198,11 +202,13 @@ def select_heads_to_prune(
     units.sort(key=lambda unit: (unit[0], unit[1], unit[2]))
 
     chosen: dict[int, list[int]] = {}
+    left = [len(heads) for heads in remaining]
     taken = 0
     for _, layer, _, members in units:
-        if taken + len(members) > budget:
+        if taken + len(members) > budget or left[layer] - len(members) < min_per_layer:
             continue
         chosen.setdefault(layer, []).extend(members)
+        left[layer] -= len(members)
         taken += len(members)
     return {layer: sorted(heads) for layer, heads in sorted(chosen.items())}
 

@@ -1,7 +1,8 @@
 """Where a model comes from: a hub id, a local directory, or `pkg:<package>/<subdir>`.
 
-The fingerprint that enters cache keys is the hash of the local weights, or `hub:<id>@<revision>`
-for hub models (the resolved commit is recorded in the run's environment after loading).
+The fingerprint that enters cache keys is the hash of the local weights, or `hub:<id>@<commit sha>`
+for hub models: the revision resolved by the hub, or offline by the local Hugging Face cache
+(workbench/hub.py), so a moved branch changes the key.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def model_fingerprint(model_id: str, revision: str | None, base_dir: Path) -> st
     """A content hash of a local model's files, or the hub id and revision."""
     where, folder = resolve_model_source(model_id, base_dir)
     if folder is None:
-        return f"hub:{model_id}@{revision or 'main'}"
+        from workbench.hub import resolve_commit
+
+        commit = resolve_commit(model_id, revision, "model")
+        return f"hub:{model_id}@{commit}" if commit else f"hub:{model_id}@{revision or 'main'} (unresolved)"
     return folder_fingerprint(folder)
 
 

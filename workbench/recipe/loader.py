@@ -28,7 +28,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
         raise RecipeError(
             "a recipe must be a mapping (version:, name:, model:, steps:, ...)", file=str(path), line=source.line_of(()) or 1
         )
-    document, overridden = apply_overrides(document, overrides)
+    document, overridden = apply_overrides(document, overrides, field_annotation)
     locate = _Locator(source, overridden)
 
     _check_ids(document, locate)
@@ -37,6 +37,28 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
     loaded = LoadedRecipe(recipe, steps, path=path, text=text, source=source, overrides=overrides)
     check_semantics(loaded, locate)
     return loaded
+
+
+def field_annotation(document: dict[str, Any], path: FieldPath) -> Any:
+    """The declared type of the recipe field at `path` (None for unknown or pass-through fields)."""
+    from workbench.recipe.schema import DatasetSpec, ModelSpec
+    from workbench.steps import STEP_TYPES
+
+    model: type[BaseModel] | None
+    if len(path) == 1:
+        model, name = Recipe, path[0]
+    elif len(path) == 2 and path[0] == "model":
+        model, name = ModelSpec, path[1]
+    elif len(path) == 3 and path[0] == "datasets":
+        model, name = DatasetSpec, path[2]
+    elif len(path) == 3 and path[0] == "steps":
+        step = (document.get("steps") or {}).get(path[1]) if isinstance(document.get("steps"), dict) else None
+        kind = step.get("kind") if isinstance(step, dict) else None
+        model, name = (STEP_TYPES[kind].Params if kind in STEP_TYPES else None), path[2]
+    else:
+        return None
+    field = model.model_fields.get(str(name)) if model is not None else None
+    return field.annotation if field is not None else None
 
 
 class _Locator:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workbench.recipe.yaml_source import SourceMap
 
@@ -31,7 +31,27 @@ class ModelSpec(Strict):
         "base", description="the task head loaded on top of the encoder/decoder"
     )
     num_labels: int | None = Field(None, ge=1, description="classes of a classification head; 1 = regression")
+    labels: list[str] | None = Field(
+        None,
+        description="class names in id order; default: the checkpoint's id2label, else the sorted labels "
+        "of the dataset the first finetune step trains on (all of it, before limit)",
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights and activations")
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (len(value) < 2 or len(set(value)) != len(value) or not all(value)):
+            raise ValueError("give at least two distinct, non-empty class names")
+        return value
+
+    @model_validator(mode="after")
+    def _labels_fit_head(self) -> "ModelSpec":
+        if self.labels is not None and self.head != "sequence-classification":
+            raise ValueError("labels name the classes of a sequence-classification head")
+        if self.labels is not None and self.num_labels is not None and self.num_labels != len(self.labels):
+            raise ValueError(f"num_labels is {self.num_labels} but {len(self.labels)} labels are named")
+        return self
 
 
 class DatasetSpec(BaseModel):

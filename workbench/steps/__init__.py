@@ -8,6 +8,7 @@ from workbench.steps.cat_probe import CatProbe
 from workbench.steps.evaluate import Evaluate
 from workbench.steps.extract import Extract
 from workbench.steps.finetune import Finetune
+from workbench.steps.head_ablation import HeadAblation
 from workbench.steps.importance import Importance
 from workbench.steps.mask_search import MaskSearch
 from workbench.steps.probe import Probe
@@ -26,6 +27,7 @@ STEP_TYPES: dict[str, type[Step]] = {
         MaskSearch,
         PruneCurve,
         Prune,
+        HeadAblation,
         Probe,
         SyntaxHeads,
         CatProbe,

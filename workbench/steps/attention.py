@@ -49,7 +49,7 @@ class Attention(Step):
         loaded.require_heads("the attention step")
         dataset = ctx.dataset(params.dataset, "text")
         tokenizer = loaded.tokenizer
-        encodings = encode_texts(tokenizer, dataset.texts(), dataset.spec.max_length)
+        encodings = encode_texts(tokenizer, dataset.texts(), dataset.spec.max_length, token_types=loaded.uses_token_types)
         statistics = HeadStatistics(*loaded.layout.shape, device=loaded.device)
         separators = torch.tensor(separator_ids(tokenizer), device=loaded.device)
         punctuation = torch.tensor(punctuation_ids(tokenizer), device=loaded.device)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     import torch
@@ -50,6 +50,45 @@ class StepParams(BaseModel):
     def uses_recipe_model(self) -> bool:
         """Whether the step runs the recipe's model (rather than one produced by another step)."""
         return "model" in type(self).model_fields and getattr(self, "model", None) is None
+
+
+PRESETS = ("workbench", "paper")
+
+
+class PresetParams(StepParams):
+    """An analysis step with `preset: workbench | paper`.
+
+    A preset is a set of defaults: `paper` gives the options the papers' own code uses
+    (../shared/REFERENCE.md), `workbench` the workbench's choices. Options given in the recipe
+    win over either. The resolved options, not the preset's name, enter the cache key, so a preset
+    and the same options spelled out share a cache entry.
+    """
+
+    preset: Literal["workbench", "paper"] = Field(
+        "workbench", description="workbench: this tool's defaults; paper: the original code's definitions"
+    )
+
+    # preset -> {field: default}; fields not named keep their declared default under every preset.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # field -> why the workbench default differs from the paper's (the README's preset tables).
+    PRESET_NOTES: ClassVar[dict[str, str]] = {}
+    cosmetic_fields: ClassVar[frozenset[str]] = frozenset({"description", "preset"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("preset", "workbench"), str):
+            defaults = cls.PRESETS.get(data.get("preset", "workbench"), {})
+            data = {**defaults, **data}
+        return data
+
+    @classmethod
+    def preset_default(cls, preset: str, name: str) -> Any:
+        """The value a field takes under a preset when the recipe does not give it."""
+        if name in cls.PRESETS.get(preset, {}):
+            return cls.PRESETS[preset][name]
+        field = cls.model_fields[name]
+        return field.default_factory() if field.default_factory is not None else field.default
 
 
 @dataclass

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 class EvaluateParams(ModelDatasetParams):
     batch_size: int = Field(64, ge=1, le=65536, description="examples per forward pass (padding is per batch)")
     mask: str | None = Field(None, description="a mask_search step: evaluate with its heads masked")
+    timing_rounds: int = Field(
+        5, ge=0, le=1000, description="rounds of inference over timing_examples for examples/s (median, IQR); 0 = off"
+    )
+    timing_examples: int = Field(256, ge=1, description="examples per timing round (the first ones, dataset order)")
 
     references: ClassVar[dict[str, str]] = {"model": "model", "mask": "mask"}
 
@@ -27,6 +31,7 @@ class EvaluateParams(ModelDatasetParams):
 
 class Evaluate(Step):
     kind = "evaluate"
+    version = 2  # the model's label vocabulary; f1 only for two classes, f1_macro and f1_micro; timed rounds
     Params = EvaluateParams
     summary = (
         "Task metrics: accuracy, F1, MCC for classification; Pearson, Spearman, MSE for regression; "
@@ -42,6 +47,40 @@ class Evaluate(Step):
         evaluation = evaluate_task(
             loaded, task, params.batch_size, gates=gates, seed=ctx.seed, track=lambda items, n: ctx.track(items, n, "evaluate")
         )
-        metrics = {**evaluation.metrics, "examples_per_s": evaluation.examples_per_s, "examples": len(task)}
+        metrics = {**evaluation.metrics, "examples": len(task)}
         tensors = {"predictions": evaluation.predictions} if evaluation.predictions is not None else {}
-        return StepResult(metrics=metrics, tensors=tensors)
+        result = StepResult(metrics=metrics, tensors=tensors)
+        if params.timing_rounds:
+            speed = inference_speed(loaded, task, params.batch_size, params.timing_examples, params.timing_rounds, gates)
+            metrics["examples_per_s"], metrics["examples_per_s_iqr"] = speed.median, speed.iqr
+            result.data["timing"] = (
+                f"examples/s: median over {params.timing_rounds} rounds of plain inference on "
+                f"{min(params.timing_examples, len(task))} examples at batch size {params.batch_size}, after a warm-up"
+            )
+            from workbench.analysis.timing import spread_warning
+
+            warning = spread_warning("examples_per_s", speed)
+            if warning:
+                result.data["warnings"] = [warning]
+        return result
+
+
+def inference_speed(loaded, task, batch_size: int, examples: int, rounds: int, gates=None):  # type: ignore[no-untyped-def]
+    """Examples/s of plain inference (no loss), over rounds after a warm-up: a timing.Spread."""
+    import torch
+
+    from workbench.analysis.tasks import synchronize
+    from workbench.analysis.timing import interleaved_rates
+    from workbench.data.batching import collate
+    from workbench.models.attention import head_hooks
+
+    chosen = list(range(min(examples, len(task))))
+    batches = [collate(task.encodings, chosen[i : i + batch_size], loaded.device) for i in range(0, len(chosen), batch_size)]
+
+    def one_round() -> int:
+        with torch.inference_mode(), head_hooks(gates=gates):
+            for batch in batches:
+                loaded.model(**batch.model_inputs())
+        return len(chosen)
+
+    return interleaved_rates({"model": one_round}, rounds, synchronize=lambda: synchronize(loaded.device))["model"]

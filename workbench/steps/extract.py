@@ -83,7 +83,9 @@ class Extract(Step):
         dataset = ctx.dataset(params.dataset)
         if dataset.kind in ("treebank", "code"):
             return _extract_words(ctx, params, loaded, dataset)
-        encodings = encode_texts(loaded.tokenizer, dataset.texts(), dataset.spec.max_length)
+        encodings = encode_texts(
+            loaded.tokenizer, dataset.texts(), dataset.spec.max_length, token_types=loaded.uses_token_types
+        )
         target = HiddenStates.prepare(ctx, params, loaded)
         layers, statistics, out_dtype, folder = target.layers, target.statistics, target.dtype, target.folder
         shards = []

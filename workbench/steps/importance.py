@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from workbench.steps.base import Step, StepResult
+from workbench.steps.base import PresetParams, Step, StepResult
 from workbench.steps.common import ModelDatasetParams
 
 if TYPE_CHECKING:
@@ -15,15 +15,28 @@ if TYPE_CHECKING:
     from workbench.context import StepContext
 
 
-class ImportanceOptions(ModelDatasetParams):
-    """How importance is estimated; shared by importance, mask_search, prune_curve and prune."""
+class ImportanceOptions(ModelDatasetParams, PresetParams):
+    """How importance is estimated; shared by importance, mask_search, prune_curve and prune.
+
+    `paper` is Michel et al.'s own code (run_classifier.py): |dL/dxi| per token, each layer
+    L2-normalised, no global min-max. `workbench` takes the paper's definition E_x |dL(x)/dxi|
+    exactly (one gate per example) and the reference script's two normalisations.
+    """
 
     granularity: Literal["example", "batch", "token"] = Field(
-        "example", description="example: the paper's E_x|dL/dxi|; batch: the reference script's; token: per token"
+        "example", description="example: the paper's E_x|dL/dxi|; batch: the reference script's; token: Michel's code"
     )
     normalize_by_layer: bool = Field(True, description="divide each layer's scores by their L2 norm (reference default)")
     normalize_global: bool = Field(True, description="then min-max all heads to [0, 1] (reference default)")
 
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {"granularity": "token", "normalize_by_layer": True, "normalize_global": False},
+    }
+    PRESET_NOTES: ClassVar[dict[str, str]] = {
+        "granularity": "E_x |dL(x)/dxi| is the paper's definition; per-example gates give it exactly in one pass",
+        "normalize_global": "min-max to [0, 1] (run_bertology) makes scores comparable between runs; "
+        "it does not change the ranking",
+    }
     def check(self, recipe):  # type: ignore[no-untyped-def]
         if self.model is None and recipe.model.head == "base":
             return [("", f"{self.kind} needs a loss: set model.head (sequence-classification, causal-lm, masked-lm)")]
@@ -47,6 +60,29 @@ class ImportanceOptions(ModelDatasetParams):
         )
 
 
+class HeadSelectionOptions(ImportanceOptions):
+    """Options of the steps that choose heads to mask or prune by importance."""
+
+    importance_dataset: str | None = Field(
+        None,
+        description="estimate importance on this dataset (Michel: a sample of the training set) and score "
+        "on `dataset`; default: `dataset` for both, as run_bertology does",
+    )
+    min_heads_per_layer: int = Field(
+        0, ge=0, description="never mask or prune a layer below this many heads (Michel's at_least_x_heads_per_layer)"
+    )
+
+    dataset_fields: ClassVar[tuple[str, ...]] = ("dataset", "importance_dataset")
+
+    def ranking_task(self, ctx, loaded, task):  # type: ignore[no-untyped-def]
+        """The task importance is estimated on: `importance_dataset`, or the scored `dataset` itself."""
+        from workbench.analysis.tasks import prepare_task
+
+        if self.importance_dataset is None or self.importance_dataset == self.dataset:
+            return task
+        return prepare_task(loaded, ctx.dataset(self.importance_dataset))
+
+
 class ImportanceParams(ImportanceOptions):
     entropy: bool = Field(True, description="also accumulate attention entropy in the same pass (eager attention)")
     mask: str | None = Field(None, description="a mask_search step: estimate importance under its head mask")
@@ -56,6 +92,7 @@ class ImportanceParams(ImportanceOptions):
 
 class Importance(Step):
     kind = "importance"
+    version = 2  # presets; the entropy head score is named entropy_per_token; no single-pass speed
     Params = ImportanceParams
     produces = frozenset({"importance"})
     summary = (
@@ -72,13 +109,8 @@ class Importance(Step):
         result = params.estimate(ctx, loaded, task, mask=mask, entropy=params.entropy)
         head_scores = {"importance": result.importance, "importance_raw": result.raw, "rank": importance_ranks(result.importance)}
         if result.entropy is not None:
-            head_scores["entropy"] = result.entropy
-        metrics = {
-            **result.metrics,
-            "examples": result.examples,
-            "tokens": result.tokens,
-            "examples_per_s": result.examples / result.seconds,
-        }
+            head_scores["entropy_per_token"] = result.entropy  # the reference's; attention's is entropy_smoothed
+        metrics = {**result.metrics, "examples": result.examples, "tokens": result.tokens}
         return StepResult(head_scores=head_scores, tensors={"importance": result.importance}, metrics=metrics)
 
 

@@ -319,8 +319,11 @@ def _label_examples(dataset: "LoadedDataset", features: "WordFeatures") -> Probe
         raise StepError(f"task 'label' needs a text dataset with a label column; '{dataset.name}' has none")
     if len(features) != len(values) or not torch.equal(features.sentence, torch.arange(len(values))):
         raise StepError(f"the features hold {len(features)} vectors for the {len(values)} examples of '{dataset.name}'")
-    names = dataset.label_names
-    labels = [str(names[value]) if names else str(value) for value in values]
+    from workbench.data.labels import check_no_missing
+
+    check_no_missing(values, dataset.name)
+    names = dataset.class_names  # ClassLabel columns: their names; else the raw values, as text
+    labels = [names[value] if names and isinstance(value, int) else str(value) for value in values]
     keys = [" ".join(text) for text in dataset.texts()]  # the control "type" of a sentence is its text
     return ProbeExamples(torch.arange(len(values)), labels, keys, 0)
 
