@@ -55,3 +55,34 @@ def test_heads_never_seen_are_nan():
     result = statistics.result()
     assert math.isnan(result["self"][0, 0]) and math.isclose(result["self"][0, 1].item(), 1 / 3, rel_tol=1e-6)
     assert torch.isnan(result["entropy_smoothed"][1]).all()
+
+
+def test_clark_denominators_and_the_sep_statistics():
+    """[CLS] a [SEP] b [SEP]: head 0 attends to the next token (the last to itself), head 1 to the [SEP]s."""
+    n = 5
+    probs = torch.zeros(1, 2, n, n)
+    for i in range(n):
+        probs[0, 0, i, min(i + 1, n - 1)] = 1.0
+        probs[0, 1, i, 2] = probs[0, 1, i, 4] = 0.5
+    separators = torch.tensor([[0, 0, 1, 0, 1]])
+    exact, clark = HeadStatistics(1, 2), HeadStatistics(1, 2, denominators="clark")
+    for statistics in (exact, clark):
+        statistics.set_batch(torch.ones(1, n), separators, torch.zeros(1, n))
+        statistics.observe(0, torch.tensor([0, 1]), probs)
+    exact, clark = exact.result(), clark.result()
+    assert exact["next"][0, 0].item() == 1.0  # 4 of the 4 queries that have a next token
+    assert math.isclose(clark["next"][0, 0].item(), 4 / 5, rel_tol=1e-6)  # Clark's notebook divides by n
+    # head 1: every query gives all its attention to the two [SEP]s
+    assert exact["sep_to_sep"][0, 1].item() == 1.0 and exact["other_to_sep"][0, 1].item() == 1.0
+    assert clark["sep_to_sep"][0, 1].item() == 1.0  # (1 + 1) / 2 [SEP] queries
+    assert math.isclose(clark["other_to_sep"][0, 1].item(), 3 / 3, rel_tol=1e-6)  # 3 other queries, / (n - 2)
+    # head 0: the [SEP] at 2 attends to 3 (no [SEP]), the one at 4 to itself; of the other queries
+    # 0 -> 1 misses, 1 -> 2 and 3 -> 4 hit a [SEP]
+    assert exact["sep_to_sep"][0, 0].item() == 0.5
+    assert math.isclose(exact["other_to_sep"][0, 0].item(), 2 / 3, rel_tol=1e-6)
+
+
+def test_uniform_entropy_is_log_n_averaged_over_examples():
+    from workbench.analysis.attention_stats import uniform_entropy
+
+    assert math.isclose(uniform_entropy(torch.tensor([4, 2])), (math.log(4) + math.log(2)) / 2)

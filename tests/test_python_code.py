@@ -7,13 +7,13 @@ import pytest
 
 from workbench.data.python_code import (
     _attach_leaves,
-    _graph_distances,
     _inner_nodes,
-    _tree_distances,
     parse_code,
     read_code_dir,
     read_code_jsonl,
 )
+from workbench.data.tree_distances import graph_distances as _graph_distances
+from workbench.data.tree_distances import tree_distances as _tree_distances
 from workbench.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -82,13 +82,16 @@ def test_sequence_edges_shorten_distances():
 
 
 def test_dataflow_edges_link_identifiers_but_not_keywords():
-    source = "if a:\n    x = 1\nif b:\n    y = x\n"
+    source = "if a:\n    x = 1\nif b:\n    y = x\nz = x\n"
     tree = parse_code(source)
     graph = parse_code(source, add_dataflow_edges=True)
-    first_x, second_x = [i for i, token in enumerate(tree.tokens) if token == "x"]
+    first_x, second_x, third_x = [i for i, token in enumerate(tree.tokens) if token == "x"]
     first_if, second_if = [i for i, token in enumerate(tree.tokens) if token == "if"]
     assert distance(tree, first_x, second_x) > 1
     assert distance(graph, first_x, second_x) == 1
+    assert distance(graph, second_x, third_x) == 1
+    # a chain to the previous occurrence (the paper's get_sast), not a clique of all occurrences
+    assert distance(graph, first_x, third_x) == 2
     assert distance(graph, first_if, second_if) == distance(tree, first_if, second_if)
 
 

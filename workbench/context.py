@@ -99,6 +99,11 @@ class StepContext:
         return self._resources.plan.recipe.recipe.seed
 
     @property
+    def recipe_dtype(self) -> str:
+        """The recipe's model.dtype: float32, float16 or bfloat16."""
+        return self._resources.plan.recipe.recipe.model.dtype
+
+    @property
     def recipe_dir(self) -> Path:
         return self._resources.plan.recipe.base_dir
 

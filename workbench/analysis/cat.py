@@ -175,15 +175,36 @@ class CatAccumulator:
         self._layer_sum, self._layer_count = np.zeros(num_layers), np.zeros(num_layers, dtype=np.int64)
         self._head_sum, self._head_count = np.zeros(self.shape), np.zeros(self.shape, dtype=np.int64)
 
-    def add(self, attn: Tensor | np.ndarray, distances: Tensor | np.ndarray) -> None:
-        """Add one example: leaf-level attention `[layers, heads, n, n]` and tree distances `[n, n]`."""
+    def add(
+        self, attn: Tensor | np.ndarray, distances: Tensor | np.ndarray, keep: list[np.ndarray] | None = None
+    ) -> None:
+        """Add one example: leaf-level attention `[layers, heads, n, n]` and tree distances `[n, n]`.
+
+        `keep` (one `[n]` bool mask per layer) scores each layer on its own subset of the leaves,
+        rows and columns of both matrices (CAT-probing's token-type filter); a layer left with fewer
+        than two leaves has no score for this example.
+        """
         attn = _numpy(attn)  # [layers, heads, n, n]
+        distances = _numpy(distances)  # [n, n]
         if attn.shape[:2] != self.shape:
             raise ValueError(f"attention of shape {attn.shape} is not {self.shape} layers x heads")
-        layer_scores = layer_cat_scores(attn, distances, self.present, **self.options)  # [layers]
+        if keep is None:
+            layer_scores = layer_cat_scores(attn, distances, self.present, **self.options)  # [layers]
+            head_scores = cat_scores(attn, distances, **self.options) if self.per_head else None  # [layers, heads]
+        else:
+            layer_scores = np.full(self.shape[0], np.nan)
+            head_scores = np.full(self.shape, np.nan) if self.per_head else None
+            for layer, chosen in enumerate(keep):
+                if int(chosen.sum()) < 2:
+                    continue
+                sub_attn = attn[layer][:, chosen][:, :, chosen]  # [heads, k, k]
+                sub_distances = distances[chosen][:, chosen]  # [k, k]
+                present = None if self.present is None else self.present[layer : layer + 1]
+                layer_scores[layer] = layer_cat_scores(sub_attn[None], sub_distances, present, **self.options)[0]
+                if head_scores is not None:
+                    head_scores[layer] = cat_scores(sub_attn, sub_distances, **self.options)
         self._include(self._layer_sum, self._layer_count, layer_scores)
-        if self.per_head:
-            head_scores = cat_scores(attn, distances, **self.options)  # [layers, heads]
+        if head_scores is not None:
             if self.present is not None:
                 head_scores = np.where(self.present, head_scores, np.nan)
             self._include(self._head_sum, self._head_count, head_scores)
@@ -206,3 +227,44 @@ class CatAccumulator:
 
 def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+
+
+class TypeRates:
+    """CAT-probing's token-type denoising (frequent_type=1): which leaf types high attention prefers.
+
+    Per layer and leaf type, over every example: how often a pair with that type at one end has
+    high attention (A > quantile(A, attention_quantile), heads averaged), divided by how many pairs
+    have that type at one end (both ends of every pair count). Types occurring less often than once
+    per token are not eligible; the `count` types with the highest rate are kept, per layer, as the
+    paper's get_freq_type_list does (it keeps 8).
+    """
+
+    def __init__(self, num_layers: int, attention_quantile: float = ATTENTION_QUANTILE):
+        self.num_layers = num_layers
+        self.quantile = attention_quantile
+        self.high: list[dict[str, float]] = [{} for _ in range(num_layers)]
+        self.pairs: dict[str, float] = {}
+        self.tokens = 0
+
+    def add(self, layer_attn: np.ndarray, kinds: Sequence[str]) -> None:
+        """layer_attn: `[layers, n, n]` leaf attention, heads averaged; kinds: the type of each leaf."""
+        n = len(kinds)
+        kinds = np.asarray(kinds)
+        for kind in np.unique(kinds):
+            self.pairs[kind] = self.pairs.get(kind, 0.0) + 2.0 * n * float((kinds == kind).sum())
+        self.tokens += n
+        for layer in range(self.num_layers):
+            a = layer_attn[layer]
+            high = a > np.quantile(a, self.quantile)  # [n, n] over the whole matrix
+            ends = high.sum(1) + high.sum(0)  # [n]: high pairs each leaf is one end of
+            for kind in np.unique(kinds):
+                self.high[layer][kind] = self.high[layer].get(kind, 0.0) + float(ends[kinds == kind].sum())
+
+    def frequent(self, count: int) -> list[list[str]]:
+        """The `count` eligible types with the highest rate, per layer (ties: alphabetical)."""
+        eligible = [kind for kind, pairs in self.pairs.items() if pairs > self.tokens]
+        chosen = []
+        for layer in range(self.num_layers):
+            rates = {kind: self.high[layer].get(kind, 0.0) / self.pairs[kind] for kind in eligible}
+            chosen.append(sorted(rates, key=lambda kind: (-rates[kind], kind))[:count])
+        return chosen

@@ -82,7 +82,7 @@ def head_importance(
         batches = track(batches, len(order))
 
     started = time.perf_counter()
-    with _gradients_for_gates_only(model, keep_parameters=naive), torch.enable_grad():
+    with frozen_parameters(model, keep_parameters=naive), torch.enable_grad():
         for batch in batches:
             gates = _gates_for(granularity, base_gates, batch)  # requires grad
             observers = [entropy.observer(batch.attention_mask)] if entropy else []
@@ -180,7 +180,7 @@ class EntropyAccumulator:
 
 
 @contextmanager
-def _gradients_for_gates_only(model: torch.nn.Module, keep_parameters: bool = False) -> Iterator[None]:
+def frozen_parameters(model: torch.nn.Module, keep_parameters: bool = False) -> Iterator[None]:
     """Freeze parameters for the block (the naive baseline keeps them trainable), then restore."""
     previous = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     try:

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from workbench.errors import StepError
 
 ProbeKind = Literal["linear", "mlp"]
-Metric = Literal["accuracy", "macro_f1"]
+Objective = Literal["softmax", "sigmoid"]
+Metric = Literal["accuracy", "macro_f1", "micro_f1"]
 SplitName = Literal["dev", "test"]
 Progress = Callable[[int], None]
 """Called once per trained probe with the layer index it belongs to."""
@@ -52,6 +53,8 @@ class ProbeConfig:
     batch_size: int | None = None  # None: full batch, i.e. one optimiser step per epoch
     patience: int = 20  # epochs without a better dev accuracy before stopping
     seed: int = 0
+    objective: Objective = "softmax"  # sigmoid: one-vs-rest cross-entropy, as jiant's edge probes
+    standardize_mix: bool = True  # False: a scalar mix of the RAW layers (jiant's do_layer_norm=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class TrainedProbe:
     mix probe) to logits `[N, classes]`; standardisation is part of it."""
 
     module: nn.Module
+    objective: Objective
     best_dev_accuracy: float
     best_epoch: int  # 0-based epoch whose weights were restored
     steps: int  # optimiser steps actually run
@@ -82,6 +86,7 @@ class LayerScores:
     accuracy: list[float]  # [layers]
     macro_f1: list[float]  # [layers]
     dev_accuracy: list[float]  # [layers], the early-stopping criterion
+    micro_f1: list[float] | None = None  # [layers]
 
 
 @dataclass(frozen=True)
@@ -129,18 +134,32 @@ def train_probe(
 
 
 def evaluate_probe(probe: TrainedProbe, features: Tensor, labels: Tensor, idx: Tensor) -> dict[str, float]:
-    """Accuracy and macro-F1 of `probe` on the examples `idx` (indices or boolean mask).
+    """Accuracy, macro-F1 and micro-F1 of `probe` on the examples `idx` (indices or boolean mask).
 
     `features` has the shape the probe was trained on: `[N, dim]`, or `[layers, N, dim]` for a
-    scalar-mix probe.
+    scalar-mix probe. Accuracy and macro-F1 judge the argmax class. Micro-F1 is jiant's for
+    sigmoid probes: every (example, class) with sigmoid > 0.5 is a predicted label, and
+    F1 = 2 TP / (2 TP + FP + FN) over all of them; for softmax probes it is the micro-F1 of the
+    argmax, which equals the accuracy.
     """
     idx = _as_index(idx, labels.numel(), "idx")
-    predicted = _predict(probe.module, features.index_select(-2, idx))  # [len(idx)]
+    with torch.no_grad():
+        logits = probe.module(features.index_select(-2, idx).float())  # [len(idx), classes]
+    predicted = logits.argmax(dim=-1)  # [len(idx)]
     gold = labels[idx]
-    return {
+    scores = {
         "accuracy": (predicted == gold).double().mean().item(),
         "macro_f1": float(f1_score(gold.numpy(), predicted.numpy(), average="macro", zero_division=0)),
     }
+    if probe.objective == "sigmoid":
+        chosen = torch.sigmoid(logits) > 0.5  # [len(idx), classes]
+        truth = nn.functional.one_hot(gold, logits.shape[-1]).bool()
+        true_positive = (chosen & truth).sum().item()
+        errors = (chosen ^ truth).sum().item()  # false positives + false negatives
+        scores["micro_f1"] = 2 * true_positive / (2 * true_positive + errors) if true_positive + errors else 0.0
+    else:
+        scores["micro_f1"] = scores["accuracy"]
+    return scores
 
 
 def layerwise_probes(
@@ -152,16 +171,17 @@ def layerwise_probes(
 ) -> LayerScores:
     """Train one probe per layer on `features` `[layers, N, dim]`; score each on the test split."""
     _check_layered(features, labels)
-    accuracy, macro_f1, dev_accuracy = [], [], []
+    accuracy, macro_f1, micro_f1, dev_accuracy = [], [], [], []
     for layer in range(features.shape[0]):
         probe = train_probe(features[layer], labels, splits.train, splits.dev, config)
         scores = evaluate_probe(probe, features[layer], labels, splits.test)
         accuracy.append(scores["accuracy"])
         macro_f1.append(scores["macro_f1"])
+        micro_f1.append(scores["micro_f1"])
         dev_accuracy.append(probe.best_dev_accuracy)
         if on_progress is not None:
             on_progress(layer)
-    return LayerScores(accuracy=accuracy, macro_f1=macro_f1, dev_accuracy=dev_accuracy)
+    return LayerScores(accuracy=accuracy, macro_f1=macro_f1, dev_accuracy=dev_accuracy, micro_f1=micro_f1)
 
 
 def scalar_mix_probe(
@@ -174,9 +194,10 @@ def scalar_mix_probe(
 ) -> ScalarMixResult:
     """Learn h = gamma * sum_l softmax(a)_l h_l jointly with a probe on top (Tenney et al. 2019).
 
-    `features` is `[layers, N, dim]`; each layer is standardised with its own train statistics
-    before mixing, so the weights compare layers rather than their scales. `layers` gives the
-    hidden-state index of each slot (default: 0, 1, ...) for the center of gravity.
+    `features` is `[layers, N, dim]`; with `config.standardize_mix` each layer is standardised
+    with its own train statistics before mixing, so the weights compare layers rather than their
+    scales; without it the layers are mixed raw, as jiant's ScalarMix(do_layer_norm=False) does.
+    `layers` gives the hidden-state index of each slot (default: 0, 1, ...) for the center of gravity.
     """
     return _scalar_mix(features, labels, splits, config, _slot_layers(layers, features))[1]
 
@@ -201,10 +222,10 @@ def cumulative_probes(
     """
     _check_layered(features, labels)
     layers = _slot_layers(layers, features)
-    if metric not in ("accuracy", "macro_f1") or split not in ("dev", "test"):
+    if metric not in ("accuracy", "macro_f1", "micro_f1") or split not in ("dev", "test"):
         raise StepError(
             f"cannot score cumulative probes by {metric!r} on {split!r}",
-            hint="metric: accuracy or macro_f1; split: dev or test",
+            hint="metric: accuracy, macro_f1 or micro_f1; split: dev or test",
         )
     mixes, scores = [], []
     for layer in range(features.shape[0]):
@@ -250,13 +271,14 @@ def expected_layer(deltas: Sequence[float], layers: Sequence[int] | None = None)
     return sum(layer * delta for layer, delta in zip(indices, deltas)) / total
 
 
-def control_labels(keys: Sequence[Hashable], labels: Tensor, seed: int = 0) -> Tensor:
+def control_labels(keys: Sequence[Hashable], labels: Tensor, seed: int = 0, train: Tensor | None = None) -> Tensor:
     """Control task labels (Hewitt & Liang 2019), `[N]`.
 
     Every distinct key (a word type such as the lower-cased form, or a pair of types for edge
-    tasks) gets one label drawn from the empirical distribution of `labels`; every example with
-    that key gets it, whichever split the example is in. Types are drawn in order of first
-    appearance, so the result depends only on `keys`, `labels` and `seed`.
+    tasks) gets one label drawn from the empirical distribution of the TRAINING labels
+    (`labels[train]`; all of `labels` when `train` is None); every example with that key gets it,
+    whichever split the example is in. Types are drawn in order of first appearance, so the result
+    depends only on `keys`, `labels`, `train` and `seed`.
     """
     if len(keys) != labels.numel():
         raise StepError(f"control_labels got {len(keys)} keys for {labels.numel()} labels")
@@ -264,7 +286,8 @@ def control_labels(keys: Sequence[Hashable], labels: Tensor, seed: int = 0) -> T
         raise StepError("control_labels needs at least one example")
     type_ids: dict[Hashable, int] = {}
     example_types = torch.tensor([type_ids.setdefault(key, len(type_ids)) for key in keys])  # [N]
-    label_counts = torch.bincount(labels).double()  # [classes], the empirical distribution
+    drawn_from = labels if train is None else labels[_as_index(train, labels.numel(), "train")]
+    label_counts = torch.bincount(drawn_from, minlength=int(labels.max()) + 1).double()  # [classes], train distribution
     generator = torch.Generator().manual_seed(seed)
     type_labels = torch.multinomial(label_counts, len(type_ids), replacement=True, generator=generator)
     return type_labels[example_types]  # [N]
@@ -295,12 +318,18 @@ class ScalarMix(nn.Module):
 
 
 class Standardize(nn.Module):
-    """(x - mean) / std with train statistics per dimension (and per layer for stacked input)."""
+    """(x - mean) / std with train statistics per dimension (and per layer for stacked input).
 
-    def __init__(self, train_features: Tensor):
+    `enabled=False` keeps the features as they are (mean 0, std 1), for a mix of raw layers.
+    """
+
+    def __init__(self, train_features: Tensor, enabled: bool = True):
         super().__init__()
-        self.register_buffer("mean", train_features.mean(dim=-2, keepdim=True))  # [..., 1, dim]
-        self.register_buffer("std", train_features.std(dim=-2, keepdim=True).clamp_min(1e-6))
+        shape = (*train_features.shape[:-2], 1, train_features.shape[-1])
+        mean = train_features.mean(dim=-2, keepdim=True) if enabled else torch.zeros(shape)
+        std = train_features.std(dim=-2, keepdim=True).clamp_min(1e-6) if enabled else torch.ones(shape)
+        self.register_buffer("mean", mean)  # [..., 1, dim]
+        self.register_buffer("std", std)
 
     def forward(self, features: Tensor) -> Tensor:
         return (features - self.mean) / self.std
@@ -366,7 +395,7 @@ def _train(
     dev_idx = _as_index(dev_idx, n, "dev")
     generator = torch.Generator().manual_seed(config.seed)
 
-    standardize = Standardize(features.index_select(-2, train_idx).float())
+    standardize = Standardize(features.index_select(-2, train_idx).float(), enabled=not mix or config.standardize_mix)
     with torch.no_grad():
         x_train = standardize(features.index_select(-2, train_idx).float())  # [(layers,) train, dim]
         x_dev = standardize(features.index_select(-2, dev_idx).float())  # [(layers,) dev, dim]
@@ -379,6 +408,7 @@ def _train(
     )
     return TrainedProbe(
         module=_Probe(standardize, core).eval(),
+        objective=config.objective,
         best_dev_accuracy=best_accuracy,
         best_epoch=best_epoch,
         steps=steps,
@@ -406,7 +436,7 @@ def _fit(
         for batch in _batches(y_train.numel(), config.batch_size, generator):
             inputs = x_train if batch is None else x_train.index_select(-2, batch)
             targets = y_train if batch is None else y_train[batch]
-            loss = nn.functional.cross_entropy(core(inputs), targets)
+            loss = _loss(core(inputs), targets, config.objective)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -419,6 +449,15 @@ def _fit(
             break
     core.load_state_dict(best_state)
     return best_accuracy, best_epoch, steps, curve
+
+
+def _loss(logits: Tensor, targets: Tensor, objective: Objective) -> Tensor:
+    """Softmax cross-entropy, or jiant's sigmoid cross-entropy against one-hot targets."""
+    if objective == "sigmoid":
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits, nn.functional.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+        )
+    return nn.functional.cross_entropy(logits, targets)
 
 
 def _batches(n: int, batch_size: int | None, generator: torch.Generator) -> list[Tensor | None]:

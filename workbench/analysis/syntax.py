@@ -80,20 +80,43 @@ def _check_square(attn: Tensor, seq: int) -> None:
         raise ValueError(f"attention of shape {tuple(attn.shape)} does not match {seq} sub-tokens")
 
 
-def word_level_attention(attn: Tensor, word_index: Sequence[int] | Tensor, num_words: int) -> Tensor:
+WordPooling = Literal["first", "mean", "max"]
+
+
+def word_level_attention(
+    attn: Tensor, word_index: Sequence[int] | Tensor, num_words: int, pooling: WordPooling = "mean"
+) -> Tensor:
     """Sub-token attention `[..., seq, seq]` of one sentence to word-level attention `[..., words, words]`.
 
     Clark et al. (2019, sec. 4): attention TO a split word is the sum of the attention to its
-    sub-tokens, so a row stays a distribution; attention FROM a split word is the mean of its
-    sub-tokens' rows. `word_index[s]` is the word of sub-token s, -1 for special tokens and padding
-    (dropped). Two matmuls, batched over any leading dims (layers, heads); a batch of sentences is
-    pooled one sentence at a time, since each has its own word_index.
+    sub-tokens, so a row stays a distribution. Attention FROM a split word pools its sub-tokens'
+    rows (`pooling`, the modes of Clark's bpe_utils.get_word_word_attention): "mean" (the paper's
+    text), "first" (its first sub-token's row: the released code's default), or "max" (the
+    elementwise max, renormalised to the row's total over all tokens, special ones included, as
+    Clark's code does). `word_index[s]` is the word of sub-token s, -1 for special tokens and padding
+    (dropped). Batched over any leading dims (layers, heads); a batch of sentences is pooled one
+    sentence at a time, since each has its own word_index.
     """
     attn = torch.as_tensor(attn)
     _check_square(attn, len(word_index))
     members = membership_matrix(word_index, num_words, dtype=attn.dtype, device=attn.device)  # [seq, words]
-    mean_from = (members / members.sum(0)).T  # [words, seq]
-    return mean_from @ attn @ members  # [..., words, words]
+    to_words = attn @ members  # [..., seq, words]
+    if pooling == "mean":
+        return (members / members.sum(0)).T @ to_words  # [..., words, words]
+    if pooling == "first":
+        first = members * (members.cumsum(0) == 1)  # [seq, words]: each word's first sub-token
+        return first.T @ to_words
+    if pooling == "max":
+        index = torch.as_tensor(word_index, device=attn.device).long()
+        rows = []
+        others = attn[..., index < 0].sum(-1)  # [..., seq] attention to special tokens
+        for word in range(num_words):
+            pieces = (index == word).nonzero().flatten()
+            pooled = to_words[..., pieces, :].amax(-2)  # [..., words]
+            total = pooled.sum(-1, keepdim=True) + others[..., pieces].amax(-1, keepdim=True)
+            rows.append(pooled / total.clamp(min=torch.finfo(attn.dtype).tiny))
+        return torch.stack(rows, dim=-2)
+    raise ValueError(f"unknown pooling {pooling!r}; expected 'first', 'mean' or 'max'")
 
 
 # --- Dependency relations -------------------------------------------------------------------------
@@ -178,9 +201,10 @@ class DependencyHeadScorer:
 
     Arcs to the root and relations in `excluded_relations` (root, punct) are not scored, nor, when
     `upos` is given, arcs from or to a PUNCT word (punctuation still competes as a prediction).
-    Clark's "all" also counted root and punct arcs, which attention can never or rarely get right;
-    here `overall` covers only the scored arcs. Subtypes are stripped by default ("nsubj:pass" ->
-    "nsubj"). Clark's PTB-specific "poss" correction (judge the word before "'s") is not applied:
+    `overall` ("all") covers the scored arcs (`all_words=False`), or, as Clark's evaluate_predictor
+    does, EVERY word (`all_words=True`): root words (whose head no attention prediction can be, but
+    an offset past the start can), punctuation and excluded relations too. Subtypes are stripped by
+    default ("nsubj:pass" -> "nsubj"). Clark's PTB-specific "poss" correction (judge the word before "'s") is not applied:
     in UD the possessive marker is the possessor's `case` dependent.
 
     `present` (`[layers, heads]` bool, default: every head) names the heads the model has; the maps
@@ -198,8 +222,13 @@ class DependencyHeadScorer:
         excluded_relations: Collection[str] = DEFAULT_EXCLUDED_RELATIONS,
         offsets: Sequence[int] = DEFAULT_OFFSETS,
         present: np.ndarray | Tensor | None = None,
+        all_words: bool = False,
     ):
         self.shape = (num_layers, num_heads)
+        self.all_words = all_words
+        self._all_hits = np.zeros((2, *self.shape), dtype=np.int64)  # "all" when it counts every word
+        self._all_offset_hits = np.zeros(len(offsets), dtype=np.int64)
+        self._all_count = 0
         self.present = np.ones(self.shape, dtype=bool) if present is None else np.asarray(present, dtype=bool)
         if self.present.shape != self.shape:
             raise ValueError(f"present has shape {self.present.shape}, expected {self.shape} layers x heads")
@@ -246,6 +275,13 @@ class DependencyHeadScorer:
             self._offset_hits[relation] += offset_hits[:, arcs].sum(-1)
             self._counts[relation] += int(arcs.sum())
 
+        if self.all_words:  # every word, its gold head 0-based (-1 = the root)
+            words = np.arange(len(heads))
+            gold = np.asarray(heads, dtype=np.int64) - 1
+            self._all_hits += np.stack([most_attended == gold, most_attending == gold]).sum(-1)
+            self._all_offset_hits += (np.clip(words + self.offsets[:, None], -1, len(heads) - 1) == gold).sum(-1)
+            self._all_count += len(heads)
+
     def result(self) -> DependencyScores:
         """Accuracies so far, most frequent relation first.
 
@@ -254,12 +290,15 @@ class DependencyHeadScorer:
         """
         if not self._counts:
             raise StepError("no dependency arcs were scored; does the dataset have heads and deprels?")
-        overall = self._score(
-            "all",
-            sum(self._hits.values()),
-            sum(self._offset_hits.values()),
-            sum(self._counts.values()),
-        )
+        if self.all_words:
+            overall = self._score("all", self._all_hits, self._all_offset_hits, self._all_count)
+        else:
+            overall = self._score(
+                "all",
+                sum(self._hits.values()),
+                sum(self._offset_hits.values()),
+                sum(self._counts.values()),
+            )
         relations = {
             relation: self._score(relation, self._hits[relation], self._offset_hits[relation], count)
             for relation, count in self._counts.most_common()

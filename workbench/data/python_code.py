@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import shortest_path
-
+from workbench.data.tree_distances import graph_distances, tree_distances, upgraded_edges
 from workbench.errors import DataError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -95,9 +93,10 @@ def parse_code(
 ) -> CodeExample:
     """Parse Python source into leaves and their pairwise distances in the syntax tree.
 
-    `add_sequence_edges` links consecutive leaves and `add_dataflow_edges` links every pair of
-    occurrences of the same identifier (a NAME leaf that is not a keyword), as in the CAT-probing
-    paper's variant; distances are then shortest paths in that graph rather than in the tree.
+    `add_sequence_edges` links consecutive leaves and `add_dataflow_edges` links each occurrence of
+    an identifier (a NAME leaf that is not a keyword) to its previous occurrence, a chain, as the
+    CAT-probing paper's upgraded tree does; distances are then shortest paths in that graph rather
+    than in the tree.
     Raises DataError when the source is not valid Python or has more than `max_leaves` leaves.
     """
     source = source.replace("\r\n", "\n").replace("\r", "\n")  # ast and tokenize then agree on lines
@@ -121,9 +120,9 @@ def parse_code(
     leaf_parent_array = np.asarray(leaf_parent, dtype=np.int64)
     if add_sequence_edges or add_dataflow_edges:
         extra_edges = _extra_edges(tokens, add_sequence_edges, add_dataflow_edges)
-        distances = _graph_distances(node_parent_array, leaf_parent_array, extra_edges)
+        distances = graph_distances(node_parent_array, leaf_parent_array, extra_edges)
     else:
-        distances = _tree_distances(node_parent_array, leaf_parent_array)
+        distances = tree_distances(node_parent_array, leaf_parent_array)
     return CodeExample(
         name=name,
         tokens=[token.string for token in tokens],
@@ -325,55 +324,7 @@ def _attach_leaves(node_spans: list[Span], token_spans: list[Span]) -> list[int]
     return leaf_parent
 
 
-def _tree_distances(node_parent: np.ndarray, leaf_parent: np.ndarray) -> np.ndarray:
-    """[n, n] path lengths between leaves: depth_i + depth_j - 2 * depth(lowest common ancestor)."""
-    node_depth = np.zeros(len(node_parent), dtype=np.int64)
-    for node in range(1, len(node_parent)):  # pre-order: a parent's depth is known before its children's
-        node_depth[node] = node_depth[node_parent[node]] + 1
-    n = len(leaf_parent)
-    leaf_depth = node_depth[leaf_parent] + 1  # [n]
-    levels = int(leaf_depth.max(initial=1))
-    # ancestors[k, i] = the ancestor of leaf i at depth k; a padding value of its own per leaf elsewhere
-    ancestors = np.tile(-1 - np.arange(n), (levels, 1))  # [levels, n]
-    leaves = np.arange(n)
-    node = leaf_parent.copy()
-    while len(leaves):
-        ancestors[node_depth[node], leaves] = node
-        keep = node > 0  # stop once the root is written
-        leaves, node = leaves[keep], node_parent[node[keep]]
-    # Two leaves share exactly the ancestors down to their lowest common one: count equal levels.
-    shared = np.zeros((n, n), dtype=np.int32)  # [n, n], = depth(lca) + 1
-    for level in ancestors:
-        shared += level[:, None] == level[None, :]
-    distances = (leaf_depth[:, None] + leaf_depth[None, :] - 2 * (shared - 1)).astype(np.int32)  # [n, n]
-    np.fill_diagonal(distances, 0)
-    return distances
-
-
 def _extra_edges(tokens: list[tokenize.TokenInfo], sequence: bool, dataflow: bool) -> list[tuple[int, int]]:
     """Leaf-to-leaf edges (by leaf index) added to the tree for the graph variants."""
-    edges: list[tuple[int, int]] = []
-    if sequence:
-        edges += [(leaf, leaf + 1) for leaf in range(len(tokens) - 1)]
-    if dataflow:
-        occurrences: dict[str, list[int]] = defaultdict(list)
-        for leaf, token in enumerate(tokens):
-            if token.type == tokenize.NAME and not keyword.iskeyword(token.string):
-                occurrences[token.string].append(leaf)
-        for leaves in occurrences.values():
-            edges += [(a, b) for i, a in enumerate(leaves) for b in leaves[i + 1 :]]
-    return edges
-
-
-def _graph_distances(
-    node_parent: np.ndarray, leaf_parent: np.ndarray, extra_edges: list[tuple[int, int]]
-) -> np.ndarray:
-    """[n, n] shortest-path lengths between leaves in the tree plus the extra leaf-to-leaf edges."""
-    inner, n = len(node_parent), len(leaf_parent)
-    leaf_ids = inner + np.arange(n)  # leaves are numbered after the inner nodes
-    extra = np.asarray(extra_edges, dtype=np.int64).reshape(-1, 2) + inner
-    sources = np.concatenate([np.arange(1, inner), leaf_ids, extra[:, 0]])
-    targets = np.concatenate([node_parent[1:], leaf_parent, extra[:, 1]])
-    graph = coo_matrix((np.ones(len(sources)), (sources, targets)), shape=(inner + n, inner + n)).tocsr()
-    paths = shortest_path(graph, directed=False, unweighted=True, indices=leaf_ids)  # [n, inner + n]
-    return paths[:, leaf_ids].astype(np.int32)
+    identifiers = [token.type == tokenize.NAME and not keyword.iskeyword(token.string) for token in tokens]
+    return upgraded_edges([token.string for token in tokens], identifiers, sequence=sequence, dataflow=dataflow)

@@ -27,9 +27,7 @@ PYTHON_CODE_OPTIONS = {
     "code_field": "code",
     "name_field": "func_name",
     "partition": None,
-    "add_sequence_edges": False,  # CAT paper variant: edges between consecutive leaves
-    "add_dataflow_edges": False,  # and between occurrences of the same identifier
-}
+}  # the tree's extra edges (CAT's upgraded tree) are cat_probe's choice: `upgraded_tree`
 
 
 @dataclass
@@ -212,9 +210,8 @@ def _load_code(spec: DatasetSpec, base_dir: Path) -> list[Any]:
     from workbench.data.python_code import read_code_dir, read_code_jsonl
 
     options = {**PYTHON_CODE_OPTIONS, **spec.builder_options}
-    edges = {name: bool(options[name]) for name in ("add_sequence_edges", "add_dataflow_edges")}
     if spec.data_dir:
-        return read_code_dir(_resolve(base_dir, spec.data_dir), limit=spec.limit, **edges)
+        return read_code_dir(_resolve(base_dir, spec.data_dir), limit=spec.limit)
     examples: list[Any] = []
     for path in data_paths(spec, base_dir):
         examples += read_code_jsonl(
@@ -223,7 +220,6 @@ def _load_code(spec: DatasetSpec, base_dir: Path) -> list[Any]:
             name_field=options["name_field"],
             partition=options["partition"],
             limit=spec.limit,
-            **edges,
         )
     return examples[: spec.limit]
 

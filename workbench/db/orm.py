@@ -34,6 +34,7 @@ class SqlRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     host: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int] = mapped_column(Integer)
+    pid_started: Mapped[float | None] = mapped_column(Float)  # the process's start time: pids are reused
     device: Mapped[str | None] = mapped_column(String(50))
     seed: Mapped[int] = mapped_column(Integer)
     overrides: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of --set arguments

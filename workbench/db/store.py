@@ -40,7 +40,7 @@ from workbench.db.records import (
     StepRecord,
 )
 from workbench.errors import StoreError
-from workbench.processes import HOST, process_alive
+from workbench.processes import HOST, process_alive, process_start_time
 
 BUSY_TIMEOUT_S = 60
 
@@ -95,6 +95,7 @@ class Store:
         for attempt in range(5):
             try:
                 Base.metadata.create_all(self.engine)
+                _add_missing_columns(self.engine)
                 return
             except OperationalError:
                 if attempt == 4:
@@ -124,6 +125,7 @@ class Store:
                 started_at=now(),
                 host=HOST,
                 pid=os.getpid(),
+                pid_started=process_start_time(),
                 device=device,
                 seed=seed,
                 overrides=json.dumps(overrides),
@@ -218,7 +220,7 @@ class Store:
         marked = []
         with self.session() as session:
             for run in session.scalars(select(SqlRun).where(SqlRun.status == "running", SqlRun.host == host)):
-                if not process_alive(run.pid) or (run.pid == os.getpid() and run.id not in _LIVE_RUNS):
+                if not process_alive(run.pid, run.pid_started) or (run.pid == os.getpid() and run.id not in _LIVE_RUNS):
                     run.status, run.finished_at = "interrupted", run.finished_at or now()
                     run.error = run.error or "the process ended without finishing the run (killed?)"
                     for step in run.steps:
@@ -270,6 +272,20 @@ class Store:
                 error=run.error,
                 steps=steps,
             )
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Give a store written by an earlier version the nullable columns added since (e.g. runs.pid_started)."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as connection:
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 # Runs this process is executing now (so mark_dead_runs never interrupts its own live run).

@@ -38,6 +38,10 @@ class HeadHooks:
     eager: bool = False  # compute weights explicitly even without observers (a baseline, or a check)
     discovered: list[torch.nn.Module] = field(default_factory=list)  # filled in discovery mode
     discover: bool = False
+    # With `tap=True`, every layer's probabilities stay in the autograd graph and are collected here as
+    # (layer, head_ids, probs [batch, heads, q_len, k_len]), so a caller can take dL/dA of them.
+    tap: bool = False
+    tapped: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 _ACTIVE: ContextVar[HeadHooks | None] = ContextVar("workbench_head_hooks", default=None)
@@ -45,10 +49,14 @@ _ACTIVE: ContextVar[HeadHooks | None] = ContextVar("workbench_head_hooks", defau
 
 @contextmanager
 def head_hooks(
-    gates: torch.Tensor | None = None, observers: Sequence[Observer] = (), eager: bool = False
+    gates: torch.Tensor | None = None, observers: Sequence[Observer] = (), eager: bool = False, tap: bool = False
 ) -> Iterator[HeadHooks]:
-    """Install gates and observers for the forward passes inside the block."""
-    hooks = HeadHooks(gates=gates, observers=tuple(observers), eager=eager)
+    """Install gates and observers for the forward passes inside the block.
+
+    `tap`: keep every layer's attention probabilities differentiable in `hooks.tapped` (cleared
+    by the caller between forward passes).
+    """
+    hooks = HeadHooks(gates=gates, observers=tuple(observers), eager=eager, tap=tap)
     token = _ACTIVE.set(hooks)
     try:
         yield hooks
@@ -101,9 +109,12 @@ def workbench_attention(
     if hooks is not None and hooks.discover and module not in hooks.discovered:
         hooks.discovered.append(module)
     weights = None
-    if hooks is not None and (hooks.observers or hooks.eager):
-        output, weights = _eager_attention(module, query, key, value, attention_mask, dropout, scaling, is_causal)
+    if hooks is not None and (hooks.observers or hooks.eager or hooks.tap):
+        tapped = hooks.tapped if hooks.tap else None
+        output, weights = _eager_attention(module, query, key, value, attention_mask, dropout, scaling, is_causal, tapped)
         layer, head_ids = _layer_and_heads(module, query.shape[1])
+        if tapped is not None:
+            tapped.append((layer, head_ids, weights))
         for observe in hooks.observers:
             observe(layer, head_ids, weights.detach())
     else:
@@ -125,8 +136,13 @@ def _eager_attention(
     dropout: float,
     scaling: float | None,
     is_causal: bool | None,
+    tapped: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T * scale + mask) v, returning the probabilities too."""
+    """softmax(q k^T * scale + mask) v, returning the probabilities too.
+
+    With `tapped` (a list), the probabilities get a zero added that requires grad, so they are part
+    of the autograd graph even when nothing upstream is (frozen parameters): dL/dA can be taken.
+    """
     groups = query.shape[1] // max(key.shape[1], 1)  # query heads per K/V head (0 heads: a fully pruned layer)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
@@ -144,6 +160,8 @@ def _eager_attention(
         else:
             scores = scores + attention_mask
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if tapped is not None:
+        probs = probs + torch.zeros((), dtype=probs.dtype, device=probs.device, requires_grad=True)
     attended = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
     output = torch.matmul(attended, value).transpose(1, 2).contiguous()  # [batch, q_len, heads, head_dim]
     return output, probs

@@ -4,17 +4,23 @@ Attention weights are observed inside the workbench attention function batch by 
 into running sums, so memory does not grow with the number of examples. `save_maps: N` also keeps
 the full maps of the first N examples, for plots, as [layers, heads, seq, seq] per example.
 
+Clark's other panels come from the same pass: per layer, attention [SEP]->[SEP] and other->[SEP]
+(mean over heads), the entropy of uniform attention as a baseline, and (`gradients: true`, when the
+model has a task head) the mean |dL/dA| of attention to [SEP], punctuation and other tokens: one
+backward per batch to the attention probabilities only (parameters frozen). A masked-LM head
+computes its statistics on the real text and its gradients on the masked text of its loss.
+
 On a structurally pruned model (`model: <a prune step>`) heads keep their ORIGINAL ids: statistics of
 pruned heads are NaN, their saved maps are zeros, and `data.pruned_heads` lists them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from workbench.steps.base import Step, StepResult
+from workbench.steps.base import PresetParams, Step, StepResult
 from workbench.steps.common import ModelDatasetParams
 
 if TYPE_CHECKING:
@@ -23,51 +29,94 @@ if TYPE_CHECKING:
 MAPS_FILE = "attention_maps.safetensors"
 
 
-class AttentionParams(ModelDatasetParams):
+class AttentionParams(ModelDatasetParams, PresetParams):
     save_maps: int = Field(0, ge=0, le=10_000, description="keep the full maps of the first N examples")
+    denominators: Literal["exact", "clark"] = Field(
+        "exact",
+        description="exact: each statistic over the queries it is defined for (prev: n - 1); "
+        "clark: Clark's notebook (prev/next over n, [SEP]->[SEP] / 2, other->[SEP] / (n - 2))",
+    )
+    gradients: bool = Field(
+        True,
+        description="Clark's gradient-based importance of attention to [SEP], punctuation and other tokens per layer, "
+        "when the model has a task head (one backward per batch)",
+    )
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {"denominators": "clark"}}
+    PRESET_NOTES: ClassVar[dict[str, str]] = {
+        "denominators": "the first query has no previous token and the last no next one; Clark's / 2 assumes "
+        "exactly two [SEP]s (a sentence pair)",
+    }
 
 
 class Attention(Step):
     kind = "attention"
-    version = 2  # saved maps of pruned models at the original head ids; data.pruned_heads
+    version = 3  # presets; entropy_smoothed; Clark's [SEP] statistics, uniform entropy, attention gradients
     Params = AttentionParams
     summary = (
-        "Per-head attention statistics (entropy; attention to self, previous, next, first/[CLS], [SEP]/EOS, "
-        "punctuation) streamed over the dataset; optional full maps of the first examples."
+        "Per-head attention statistics (smoothed entropy; attention to self, previous, next, first/[CLS], [SEP]/EOS, "
+        "punctuation; [SEP]->[SEP], other->[SEP]) streamed over the dataset; the uniform-attention entropy; "
+        "gradient-based importance of attention to [SEP]; optional full maps of the first examples."
     )
 
     def run(self, ctx: "StepContext", params: AttentionParams) -> StepResult:  # type: ignore[override]
         import torch
         from safetensors.torch import save_file
 
-        from workbench.analysis.attention_stats import HeadStatistics
+        from workbench.analysis.attention_stats import AttentionGradients, HeadStatistics, uniform_entropy
         from workbench.data.batching import batch_order, collate, encode_texts
         from workbench.models.attention import head_hooks
-        from workbench.models.pruning import heads_json, pruned_heads
+        from workbench.models.pruning import heads_json, present_heads, pruned_heads
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the attention step")
         dataset = ctx.dataset(params.dataset, "text")
         tokenizer = loaded.tokenizer
-        encodings = encode_texts(tokenizer, dataset.texts(), dataset.spec.max_length, token_types=loaded.uses_token_types)
-        statistics = HeadStatistics(*loaded.layout.shape, device=loaded.device)
+        task, why_not = _gradient_task(loaded, dataset) if params.gradients else (None, "gradients: false")
+        if task is not None:
+            encodings = task.encodings
+        else:
+            encodings = encode_texts(tokenizer, dataset.texts(), dataset.spec.max_length, token_types=loaded.uses_token_types)
+        statistics = HeadStatistics(*loaded.layout.shape, device=loaded.device, denominators=params.denominators)
+        gradients = AttentionGradients(loaded.layout.num_layers, device=loaded.device) if task is not None else None
         separators = torch.tensor(separator_ids(tokenizer), device=loaded.device)
         punctuation = torch.tensor(punctuation_ids(tokenizer), device=loaded.device)
         maps = MapKeeper(params.save_maps, *loaded.layout.shape)
 
         order = batch_order(encodings.lengths, params.batch_size)
-        with torch.inference_mode(), head_hooks(observers=[statistics.observe, maps.observe]):
-            for indices in ctx.track(order, len(order), "attention"):
-                batch = collate(encodings, indices, loaded.device)
-                statistics.set_batch(
-                    batch.attention_mask,
-                    torch.isin(batch.input_ids, separators),
-                    torch.isin(batch.input_ids, punctuation),
-                )
-                maps.set_batch(batch.indices, batch.attention_mask.sum(1))
-                loaded.model(**batch.model_inputs())
+        observers = [statistics.observe, maps.observe]
+        for indices in ctx.track(order, len(order), "attention"):
+            batch = collate(encodings, indices, loaded.device)
+            is_sep = torch.isin(batch.input_ids, separators)
+            is_punct = torch.isin(batch.input_ids, punctuation)
+            statistics.set_batch(batch.attention_mask, is_sep, is_punct)
+            maps.set_batch(batch.indices, batch.attention_mask.sum(1))
+            if gradients is None or loaded.head == "masked-lm":  # MLM: the loss sees masked text, statistics must not
+                with torch.inference_mode(), head_hooks(observers=observers):
+                    loaded.model(**batch.model_inputs())
+            if gradients is not None:
+                _add_gradients(ctx, loaded, batch, task, gradients, is_sep, is_punct, [] if loaded.head == "masked-lm" else observers)
 
-        result = StepResult(head_scores=statistics.result(), metrics={"examples": len(encodings)})
+        scores = statistics.result()
+        present = present_heads(loaded)  # [layers, heads]
+        layer_means = {name: _mean_over_present(scores[name], present) for name in ("sep_to_sep", "other_to_sep", "entropy_smoothed")}
+        baseline = uniform_entropy(torch.tensor(encodings.lengths))
+        layer_means["entropy_uniform"] = torch.full((loaded.layout.num_layers,), baseline)
+        result = StepResult(
+            head_scores=scores,
+            layer_scores=layer_means,
+            metrics={"examples": len(encodings), "entropy_uniform": baseline},
+            data={
+                "denominators": params.denominators,
+                "layer_scores": "sep_to_sep, other_to_sep, entropy_smoothed: mean over the layer's heads; "
+                "entropy_uniform: log n averaged over examples (Clark's baseline)",
+            },
+        )
+        if gradients is not None:
+            result.layer_scores.update(gradients.result())
+            result.data["gradients"] = f"mean |dL/dA| of the weights to [SEP], punctuation and other tokens ({task.kind} loss)"
+        else:
+            result.data["gradients"] = f"not computed: {why_not}"
         pruned = pruned_heads(loaded)
         if pruned:  # their statistics are NaN and their saved maps zeros
             result.data["pruned_heads"] = heads_json(pruned)
@@ -77,6 +126,42 @@ class Attention(Step):
                 str(index): tokenizer.convert_ids_to_tokens(encodings.input_ids[index]) for index in sorted(maps.kept)
             }
         return result
+
+
+def _gradient_task(loaded, dataset):  # type: ignore[no-untyped-def]
+    """(the task whose loss is differentiated, None) or (None, why there is none)."""
+    from workbench.analysis.tasks import prepare_task
+
+    if loaded.problem_type == "none":
+        return None, "the model has no task head"
+    if loaded.problem_type != "lm" and dataset.labels() is None:
+        return None, f"dataset '{dataset.name}' has no labels for the {loaded.problem_type} loss"
+    return prepare_task(loaded, dataset), None
+
+
+def _add_gradients(ctx, loaded, batch, task, gradients, is_sep, is_punct, observers) -> None:  # type: ignore[no-untyped-def]
+    """One forward with the attention probabilities in the graph, one backward to them only."""
+    import torch
+
+    from workbench.analysis.importance import frozen_parameters
+    from workbench.analysis.tasks import batch_loss
+    from workbench.models.attention import head_hooks
+
+    with frozen_parameters(loaded.model), torch.enable_grad(), head_hooks(observers=observers, tap=True) as hooks:
+        loss = batch_loss(loaded, batch, task, seed=ctx.seed).losses.sum()  # each example's own loss
+        grads = torch.autograd.grad(loss, [probs for _, _, probs in hooks.tapped])
+    real = batch.attention_mask.bool()
+    for (layer, _, _), gradient in zip(hooks.tapped, grads):  # [batch, heads, q, k]
+        gradients.add(layer, gradient, real, is_sep & real, is_punct & real)
+
+
+def _mean_over_present(grid, present):  # type: ignore[no-untyped-def]
+    """[layers, heads] -> [layers]: the mean over the heads a (pruned) model still has."""
+    import torch
+
+    values = torch.where(present, grid, torch.zeros_like(grid)).sum(1)
+    counts = present.sum(1)
+    return torch.where(counts > 0, values / counts.clamp(min=1), torch.full_like(values, float("nan")))
 
 
 class MapKeeper:

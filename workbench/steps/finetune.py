@@ -36,6 +36,7 @@ class FinetuneParams(ModelDatasetParams):
 
 class Finetune(Step):
     kind = "finetune"
+    version = 2  # the model's label vocabulary; half precision through autocast with float32 master weights
     Params = FinetuneParams
     produces = frozenset({"model"})
     summary = "Fine-tune with AdamW and linear warmup/decay (classification, regression or LM loss); outputs a model."
@@ -52,7 +53,11 @@ class Finetune(Step):
         from workbench.models.loading import save_model
 
         ctx.reseed()
-        loaded = ctx.model(params.model)
+        # Half precision trains through autocast on float32 master weights (AdamW on fp16 weights with
+        # no loss scaling loses small updates and overflows); fp16 also scales the loss (GradScaler).
+        precision = ctx.recipe_dtype
+        loaded = ctx.model(params.model, dtype="float32")
+        autocast, scaler = mixed_precision(loaded.device, precision)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         model = loaded.model
         frozen = [name for name, p in model.named_parameters() if any(part in name for part in params.freeze)]
@@ -78,11 +83,14 @@ class Finetune(Step):
                 order = batch_order(task.encodings.lengths, params.batch_size, order="shuffle", seed=ctx.seed + epoch)
                 for indices in order[: total_steps - step]:
                     batch = collate(task.encodings, indices, loaded.device)
-                    loss = batch_loss(loaded, batch, task, seed=ctx.seed + epoch).losses.mean()
+                    with autocast():
+                        loss = batch_loss(loaded, batch, task, seed=ctx.seed + epoch).losses.mean()
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                     torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
-                    optimizer.step()
+                    scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+                    scaler.update()
                     schedule.step()
                     losses.append(loss.item())
                     step += 1
@@ -100,12 +108,16 @@ class Finetune(Step):
             "epochs": step / batches_per_epoch,
             "trained_parameters": trained_parameters,
         }
+        if scaler.is_enabled():
+            metrics["final_loss_scale"] = float(scaler.get_scale())
         if params.eval_dataset:
             eval_task = prepare_task(loaded, ctx.dataset(params.eval_dataset))
-            evaluation = evaluate_task(loaded, eval_task, params.batch_size * 2, seed=ctx.seed)
+            with autocast():
+                evaluation = evaluate_task(loaded, eval_task, params.batch_size * 2, seed=ctx.seed)
             metrics.update({f"eval_{name}": value for name, value in evaluation.metrics.items()})
-        save_model(loaded, ctx.output_dir / MODEL_FOLDER)
-        return StepResult(metrics=metrics, data={"loss_curve": curve})
+        save_model(loaded, ctx.output_dir / MODEL_FOLDER)  # float32 master weights; readers load the recipe's dtype
+        data = {"loss_curve": curve, "precision": f"{precision} autocast, float32 master weights" if precision != "float32" else "float32"}
+        return StepResult(metrics=metrics, data=data)
 
 
 def _parameter_groups(model, weight_decay: float) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -116,3 +128,20 @@ def _parameter_groups(model, weight_decay: float) -> list[dict]:  # type: ignore
             continue
         (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def mixed_precision(device, precision: str):  # type: ignore[no-untyped-def]
+    """(autocast context factory, GradScaler) for training in `precision` on float32 weights."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from workbench.models.loading import DTYPES
+
+    if precision == "float32":
+        return nullcontext, torch.amp.GradScaler(device.type, enabled=False)
+    dtype = DTYPES[precision]
+    return (
+        lambda: torch.autocast(device_type=device.type, dtype=dtype),
+        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+    )

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from workbench.steps.base import Step, StepParams, StepResult
+from workbench.steps.base import PresetParams, Step, StepResult
 
 if TYPE_CHECKING:
     import torch
@@ -65,10 +65,12 @@ TASK_DATASETS = {  # task -> the recipe dataset `path:` it needs (None: a text d
 SPLITS = ("train", "dev", "test")
 
 
-class ProbeParams(StepParams):
+class ProbeParams(PresetParams):
     train: str = Field(description="an extract step whose features train the probes")
     dev: str = Field(description="an extract step whose features early-stop the probes and pick the best layer")
-    test: str | None = Field(None, description="an extract step whose features score the probes (default: dev)")
+    test: str | None = Field(
+        None, description="an extract step whose features score the probes; without one, dev scores them (and says so)"
+    )
     task: Task = Field(
         "upos", description="upos, xpos, deprel, edge (treebanks); leaf_kind, leaf_parent (code); label (text)"
     )
@@ -82,8 +84,16 @@ class ProbeParams(StepParams):
     patience: int = Field(3, ge=1, description="epochs without a better dev accuracy before stopping")
     batch_size: int | None = Field(512, ge=1, description="examples per optimiser step; null: full batch")
     scalar_mix: bool = Field(True, description="a probe on a learned softmax mix of all layers")
+    mix_standardize: bool = Field(
+        True, description="standardise each layer before the scalar mix (false: mix the raw layers, as jiant)"
+    )
+    objective: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="softmax cross-entropy, or jiant's sigmoid (one-vs-rest) cross-entropy"
+    )
     cumulative: bool = Field(False, description="scalar-mix probes over layers 0..l, Delta(l), expected layer")
-    cumulative_metric: Literal["accuracy", "macro_f1"] = Field("accuracy", description="the score Delta(l) is taken of")
+    cumulative_metric: Literal["accuracy", "macro_f1", "micro_f1"] = Field(
+        "accuracy", description="the score Delta(l) is taken of (micro_f1 of sigmoid probes: jiant's 0.5 threshold)"
+    )
     cumulative_split: Literal["dev", "test"] = Field("test", description="the split Delta(l) is scored on (Tenney: dev)")
     control: bool = Field(False, description="Hewitt & Liang control task and selectivity")
     control_key: Literal["form", "lower"] = Field("form", description="what a word type is: its form, or lower-cased")
@@ -92,6 +102,25 @@ class ProbeParams(StepParams):
     )
 
     references: ClassVar[dict[str, str]] = {"train": "features", "dev": "features", "test": "features"}
+    # Tenney et al. through jiant: scalar mix of raw layers, cumulative probes scored on dev micro-F1.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {
+            "scalar_mix": True,
+            "mix_standardize": False,
+            "objective": "sigmoid",
+            "cumulative": True,
+            "cumulative_metric": "micro_f1",
+            "cumulative_split": "dev",
+        },
+    }
+    PRESET_NOTES: ClassVar[dict[str, str]] = {
+        "mix_standardize": "standardised layers make the mix weights compare what layers hold, not their norms "
+        "(which grow with depth in BERT)",
+        "objective": "every task here has one label per example, which softmax models directly",
+        "cumulative": "off by default: L + 1 extra scalar-mix probes",
+        "cumulative_metric": "for single-label softmax probes micro-F1 is the accuracy",
+        "cumulative_split": "a test split keeps Delta(l) apart from the dev data that early-stops the probes",
+    }
 
     @field_validator("layers")
     @classmethod
@@ -133,6 +162,7 @@ class ProbeExamples:
 
 class Probe(Step):
     kind = "probe"
+    version = 2  # presets; control labels from the training distribution; micro-F1; dev named as dev
     Params = ProbeParams
     summary = (
         "Per-layer probes (linear or MLP) on cached word features for POS, dependency labels, edges or "
@@ -201,6 +231,8 @@ class Probe(Step):
             batch_size=params.batch_size,
             patience=params.patience,
             seed=ctx.seed,
+            objective=params.objective,
+            standardize_mix=params.mix_standardize,
         )
         count = len(layers)
         separate_mix = params.scalar_mix and not params.cumulative  # else P(L) of the cumulative probes is the mix
@@ -212,7 +244,7 @@ class Probe(Step):
                 scores = layerwise_probes(features, labels, splits, config, on_progress=lambda _: advance(1))
                 control = None
                 if params.control:
-                    fake = control_labels(keys, labels, seed=ctx.seed)  # [N]
+                    fake = control_labels(keys, labels, seed=ctx.seed, train=splits.train)  # [N], train distribution
                     control = layerwise_probes(features, fake, splits, config, on_progress=lambda _: advance(1))
                 mix = cumulative = None
                 if separate_mix:
@@ -354,6 +386,8 @@ def _result(params, layers, names, labels, splits, parts, scores, control, mix, 
         line[where] = torch.tensor(values, dtype=torch.float64)
         return line
 
+    scored_on = "test" if params.test else "dev"  # without a test split, dev both selects and scores
+    splits_used = SPLITS if params.test else ("train", "dev")
     layer_scores = {"accuracy": by_layer(scores.accuracy), "macro_f1": by_layer(scores.macro_f1)}
     best = max(range(len(layers)), key=lambda slot: (scores.dev_accuracy[slot], -slot))
     metrics: dict[str, float] = {
@@ -362,7 +396,7 @@ def _result(params, layers, names, labels, splits, parts, scores, control, mix, 
         "best_macro_f1": scores.macro_f1[best],
         "classes": len(names),
         "majority_accuracy": _majority_accuracy(labels, splits),
-        **{f"{split}_examples": len(parts[split][1].labels) for split in SPLITS},
+        **{f"{split}_examples": len(parts[split][1].labels) for split in splits_used},
     }
     data: dict[str, Any] = {
         "task": params.task,
@@ -370,12 +404,18 @@ def _result(params, layers, names, labels, splits, parts, scores, control, mix, 
         "layers": layers,
         "labels": names,
         "selection": "best layer by dev accuracy; scores on " + ("test" if params.test else "dev (no test split)"),
+        "scored_on": scored_on,
         "accuracy": scores.accuracy,
         "macro_f1": scores.macro_f1,
         "dev_accuracy": scores.dev_accuracy,
-        "examples": {split: len(parts[split][1].labels) for split in SPLITS},
-        "dropped": {split: parts[split][1].dropped for split in SPLITS},
+        "examples": {split: len(parts[split][1].labels) for split in splits_used},
+        "dropped": {split: parts[split][1].dropped for split in splits_used},
     }
+    if not params.test:
+        data["warnings"] = [
+            "no test split: the best layer was chosen on dev and scored on the same dev data, so its score is "
+            "optimistic; give `test:` an extract step of held-out data"
+        ]
     if control is not None:
         gap = selectivity(scores, control)
         layer_scores["control_accuracy"] = by_layer(control.accuracy)
@@ -410,7 +450,7 @@ def _result(params, layers, names, labels, splits, parts, scores, control, mix, 
             "deltas": cumulative.deltas,
             "expected_layer": _finite(expected),
             "metric": cumulative.metric,
-            "split": cumulative.split,
+            "split": cumulative.split if params.test else "dev",
         }
     return StepResult(metrics=metrics, layer_scores={k: v.float() for k, v in layer_scores.items()}, data=data)
 

@@ -26,11 +26,11 @@ of the MDS map and are never a best head; `data.pruned_heads` lists them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from workbench.steps.base import Step, StepResult
+from workbench.steps.base import PresetParams, Step, StepResult
 from workbench.steps.common import ModelDatasetParams
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 DIRECTIONS = {"dep_to_head": "dep->head", "head_to_dep": "head->dep"}
 
 
-class SyntaxHeadsParams(ModelDatasetParams):
+class SyntaxHeadsParams(ModelDatasetParams, PresetParams):
     batch_size: int = Field(16, ge=1, le=4096, description="sentences per forward pass (full attention maps are kept per batch)")
     min_count: int = Field(100, ge=1, description="relations with fewer scored arcs are listed as rare, without head scores (unless named in relations)")
     offsets: list[int] = Field([-3, -2, -1, 0, 1, 2], description="the fixed offsets the baseline tries")
@@ -55,6 +55,24 @@ class SyntaxHeadsParams(ModelDatasetParams):
     subtypes: bool = Field(False, description="score nsubj:pass apart from nsubj")
     punctuation: bool = Field(False, description="also score arcs from or to punctuation words")
     js_sentences: int = Field(200, ge=0, description="sentences for the Jensen-Shannon head distances; 0 = off")
+    pooling: Literal["first", "mean", "max"] = Field(
+        "mean", description="attention FROM a split word: its first sub-token, the mean or the max of its sub-tokens"
+    )
+    all_row: Literal["scored_arcs", "every_word"] = Field(
+        "scored_arcs",
+        description="what the 'all' row counts: the scored arcs, or every word (root and punctuation too, as Clark)",
+    )
+
+    # Clark's released code: first sub-token pooling, "all" over every word, labels as annotated.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {"pooling": "first", "all_row": "every_word", "subtypes": True},
+    }
+    PRESET_NOTES: ClassVar[dict[str, str]] = {
+        "pooling": "the paper's text says mean; the released code pools with the first sub-token",
+        "all_row": "root words can never be an attention prediction and punctuation is rarely one; counting "
+        "them lowers 'all' for every head alike",
+        "subtypes": "UD subtypes split relations into rare ones (nsubj:pass); the paper's poss is nmod:poss",
+    }
 
     @field_validator("offsets")
     @classmethod
@@ -72,7 +90,7 @@ class SyntaxHeadsParams(ModelDatasetParams):
 
 class SyntaxHeads(Step):
     kind = "syntax_heads"
-    version = 2  # pruned models: maps at original head ids, NaN for pruned heads; named rare relations reported
+    version = 3  # presets: word pooling, the 'all' row over every word
     Params = SyntaxHeadsParams
     summary = (
         "Clark et al.: per head and dependency relation, accuracy of attending from dependent to head and "
@@ -101,6 +119,7 @@ class SyntaxHeads(Step):
             strip_subtypes=not params.subtypes,
             offsets=params.offsets,
             present=present.numpy(),
+            all_words=params.all_row == "every_word",
         )
         js = HeadJSDivergence(num_layers, num_heads) if params.js_sentences else None
         words = dataset_words(dataset)
@@ -117,14 +136,15 @@ class SyntaxHeads(Step):
                 skipped["empty_word"] += 1
                 continue
             word_index = aligned.word_index[row, : tokens.shape[-1]]
-            word_attention_map = word_level_attention(tokens, word_index.to(tokens.device), kept)
+            word_attention_map = word_level_attention(tokens, word_index.to(tokens.device), kept, params.pooling)
             upos = None if params.punctuation else sentence.upos  # upos: drop arcs from/to PUNCT
             scorer.add(word_attention_map, sentence.heads, sentence.deprels, upos)
             if js is not None and index < params.js_sentences:
                 js.add(tokens)
                 js_used += 1
         scores = scorer.result()
-        result = _scores_result(scores, (num_layers, num_heads), params.relations)
+        result = _scores_result(scores, (num_layers, num_heads), params.relations, params.all_row == "every_word")
+        result.data["pooling"] = params.pooling
         missing = [name for name in result.data["rare"] if result.data["rare"][name] == 0]
         if missing:
             ctx.log(f"no scored arc of the named relations {', '.join(missing)}")
@@ -165,7 +185,7 @@ class SyntaxHeads(Step):
         return result
 
 
-def _scores_result(scores: Any, shape: tuple[int, int], named: list[str] | None = None) -> StepResult:
+def _scores_result(scores: Any, shape: tuple[int, int], named: list[str] | None = None, all_words: bool = False) -> StepResult:
     """Head scores, the best-head table and metrics from DependencyScores.
 
     Reported: `all`, and every frequent relation or, when relations are `named`, every named one
@@ -205,4 +225,8 @@ def _scores_result(scores: Any, shape: tuple[int, int], named: list[str] | None 
         "counts": {name: score.count for name, score in scores.relations.items()},
         "layer_numbering": "0 = first attention layer",
     }
+    if all_words:
+        data["all_row"] = "every word (root, punctuation and excluded relations too), as Clark's evaluate_predictor"
+    else:
+        data["all_row"] = "the scored arcs (no root, punct, or arcs from or to punctuation)"
     return StepResult(metrics=metrics, head_scores=head_scores, data=data)

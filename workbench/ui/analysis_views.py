@@ -37,8 +37,9 @@ def probe_view(step: StepRecord) -> Iterable[RenderableType]:
     selectivity = data.get("selectivity")
     mix = (data.get("mix") or {}).get("weights")
     cumulative = data.get("cumulative") or {}
+    scored_on = data.get("scored_on", "test")
     columns: list[tuple[str, list[float | None]]] = [("acc", accuracy), ("F1", data.get("macro_f1") or [])]
-    legend = ["acc/F1: test accuracy and macro-F1"]
+    legend = [f"acc/F1: {scored_on} accuracy and macro-F1"]
     if control:
         columns += [("ctrl", control), ("sel", selectivity or [])]
         legend.append("ctrl: control-task accuracy, sel = acc - ctrl")
@@ -67,7 +68,7 @@ def probe_view(step: StepRecord) -> Iterable[RenderableType]:
         series["selectivity"] = list(zip(layers, selectivity or []))
     yield line_plot(
         {name: [(x, y) for x, y in points if _finite(y)] for name, points in series.items()},
-        f"{data.get('task', 'probe')}: test accuracy by layer",
+        f"{data.get('task', 'probe')}: {scored_on} accuracy by layer",
         height=10,
         x_label="layer",
     )
@@ -83,7 +84,10 @@ def _probe_summary(step: StepRecord) -> Text:
         text.append("  examples " + " / ".join(f"{split} {count}" for split, count in examples.items()))
     parts = []
     if metrics.get("best_layer") is not None:
-        parts.append(f"best layer {_int(metrics['best_layer'])} (on dev): {_fmt(metrics.get('best_accuracy'))}")
+        scored_on = data.get("scored_on", "test")
+        parts.append(
+            f"best layer {_int(metrics['best_layer'])} (chosen on dev): {scored_on} accuracy {_fmt(metrics.get('best_accuracy'))}"
+        )
     if metrics.get("selectivity_at_best") is not None:
         parts.append(f"selectivity {_fmt(metrics['selectivity_at_best'])}")
     if metrics.get("majority_accuracy") is not None:

@@ -17,7 +17,7 @@ from workbench.ui import analysis_views, head_views  # noqa: F401  (they registe
 from workbench.ui.heatmap import heatmap
 from workbench.ui.registry import STEP_VIEWS, VIEWS_WITH_METRICS
 
-MAX_HEATMAPS = 8  # per step in `show`, unless --score names them
+MAX_HEATMAPS = 12  # per step in `show`, unless --score names them
 
 STATUS_STYLE = {
     "finished": "green",
@@ -64,6 +64,7 @@ def run_view(run: RunDetail, *, step_ids: list[str] | None = None, scores: list[
 def step_body(step: StepRecord, *, scores: list[str] | None = None) -> Iterable[RenderableType]:
     if step.error:
         yield Text(step.error.splitlines()[-1], style="red")
+    yield from warnings_text(step)
     if step.metrics:
         yield metrics_table(step.metrics)
     if step.kind in STEP_VIEWS:
@@ -81,6 +82,12 @@ def step_body(step: StepRecord, *, scores: list[str] | None = None) -> Iterable[
     for line in step.layer_scores:
         if scores is None or line.name in scores:
             yield bar_chart([(f"layer {i}", v) for i, v in enumerate(line.values)], f"{line.name} by layer")
+
+
+def warnings_text(step: StepRecord) -> Iterable[Text]:
+    """A step's warnings (data['warnings']): figures that are not what they seem, in plain words."""
+    for warning in step.data.get("warnings") or []:
+        yield Text(f"warning: {warning}", style="yellow")
 
 
 def steps_table(steps: list[StepRecord]) -> Table:
@@ -241,6 +248,7 @@ def run_summary(run: RunDetail) -> Group:
             parts.append(metrics_table(step.metrics, title=f"{step.step_id} ({step.kind})"))
         elif step.kind in STEP_VIEWS:
             parts.append(Text(f"{step.step_id} ({step.kind})", style="bold underline"))
+        parts.extend(warnings_text(step))
         if step.kind in STEP_VIEWS:
             parts.extend(STEP_VIEWS[step.kind](step))
         if step.head_scores:
