@@ -207,3 +207,22 @@ def test_spread_warnings_name_unreliable_figures():
     warning = spread_warning("speedup at batch size 16", Spread((0.06, 1.2, 1.1, 0.9, 1.22)))
     assert warning is not None and "speedup at batch size 16" in warning and "do not trust" in warning
     assert math.isclose(Spread((1.0, 2.0, 3.0, 4.0, 5.0)).iqr, 2.0)
+
+
+def test_show_draws_the_ablation_distribution_the_table_and_speeds_with_spread(classifier_recipe, store_dir):
+    from tests.helpers import plain
+
+    recipe = classifier_recipe(
+        """
+        ablation: {kind: head_ablation, dataset: dev}
+        prune: {kind: prune, dataset: dev, heads: {1: [2]}, batch_sizes: [4], timing_examples: 8, timing_rounds: 3}
+        """
+    )
+    assert cli("run", recipe, "--store", store_dir, "-q").code == 0
+    shown = cli("show", "latest", "--store", store_dir)
+    assert shown.code == 0, shown.text
+    text = plain(shown.out)
+    assert "Heads by accuracy change when masked alone" in text
+    assert "Only one head left in a layer: the best one per layer (accuracy)" in text
+    assert "score_delta (layer x head)" in text and "score_delta_only (layer x head)" in text
+    assert "examples/s, batch 4" in text and " ± " in text and "IQR" in text

@@ -202,10 +202,18 @@ def cat_view(step: StepRecord) -> Iterable[RenderableType]:
         change = f"{value - first:+.3f}" if _finite(value) and _finite(first) else "-"
         table.add_row(str(layer), _fmt(value, 3), change, str(scored[layer]) if layer < len(scored) else "")
     yield table
-    yield Text(
-        "layer 0 = the first attention layer; published last-layer CAT on Python: RoBERTa 0.205, CodeBERT 0.224",
-        style="dim",
-    )
+    filtered = data.get("type_filter")
+    if filtered:
+        yield Text("leaf types scored per layer: " + "; ".join(f"{layer}: {' '.join(types)}" for layer, types in filtered.items()), style="dim")
+    params = step.params
+    paper = params.get("parser") == "tree_sitter" and params.get("upgraded_tree") and params.get("type_filter") == 8
+    note = f"layer 0 = the first attention layer; tree: {data.get('tree', 'ast')}"
+    if paper:  # only with the paper's definitions are its numbers a comparison at all
+        note += (
+            "\npublished last-layer CAT on Python with these definitions, for checkpoints FINE-TUNED on code "
+            "summarisation: RoBERTa 0.205, CodeBERT 0.224 (a pretrained-only model is not comparable)"
+        )
+    yield Text(note, style="dim")
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def step_body(step: StepRecord, *, scores: list[str] | None = None) -> Iterable[
     else:
         hidden = []
     for grid in grids:
-        yield heatmap(grid.values, f"{grid.name} (layer x head)")
+        yield heatmap(grid.values, f"{grid.name} (layer x head)", diverging=is_signed(grid.name))
     if hidden:
         yield Text(f"{len(hidden)} more head scores; pick with --score NAME: {', '.join(hidden)}", style="dim")
     for line in step.layer_scores:
@@ -88,6 +88,11 @@ def warnings_text(step: StepRecord) -> Iterable[Text]:
     """A step's warnings (data['warnings']): figures that are not what they seem, in plain words."""
     for warning in step.data.get("warnings") or []:
         yield Text(f"warning: {warning}", style="yellow")
+
+
+def is_signed(score_name: str) -> bool:
+    """Scores that are differences (an ablation's change): drawn with a diverging colour map."""
+    return "delta" in score_name
 
 
 def steps_table(steps: list[StepRecord]) -> Table:
