@@ -10,7 +10,6 @@ heads removes half of the heads' share; the ideal speed-up is 1 / (1 - that).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -21,7 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per batch size")
     args = parser.parse_args()
 
     from workbench.data.batching import collate, encode_texts
@@ -36,22 +35,15 @@ def main() -> None:
     sentences, _ = sst2_sentences(SST2_DEV, args.examples)
     encodings = encode_texts(unpruned.tokenizer, [(s,) for s in sentences], 128, token_types=False)
 
-    def speed(loaded, batch_size: int) -> float:
-        batches = [collate(encodings, list(range(i, min(i + batch_size, len(encodings))))) for i in range(0, len(encodings), batch_size)]
-        with torch.inference_mode():
-            loaded.model(**batches[0].model_inputs())
-            started = time.perf_counter()
-            for batch in batches:
-                loaded.model(**batch.model_inputs())
-        return len(encodings) / (time.perf_counter() - started)
+    from workbench.analysis.tasks import inference_round
+    from workbench.analysis.timing import interleaved_rates, ratio
 
     rows = []
     for size in args.batch_sizes:
-        before, after = [], []
-        for _ in range(args.repeats):  # interleaved, best of n: machine load hits both alike
-            before.append(speed(unpruned, size))
-            after.append(speed(pruned, size))
-        rows.append((size, max(before), max(after)))
+        batches = [collate(encodings, list(range(i, min(i + size, len(encodings))))) for i in range(0, len(encodings), size)]
+        # interleaved rounds after a warm-up, as the prune step times: median and IQR, not best-of-n
+        rates = interleaved_rates({"before": inference_round(unpruned, batches), "after": inference_round(pruned, batches)}, args.repeats)
+        rows.append((size, rates["before"], rates["after"], ratio(rates["after"], rates["before"])))
 
     d = unpruned.model.config.hidden_size
     intermediate = unpruned.model.config.intermediate_size
@@ -62,7 +54,14 @@ def main() -> None:
     ideal = 1 / (1 - 0.5 * share)
     report(
         f"prune 50% of heads (36 of 72), MiniLM, {args.examples} SST-2 dev sentences (mean {t:.1f} tokens)",
-        [(f"batch {size}", f"{b:8.1f} -> {a:8.1f} ex/s  ({100 * (a / b - 1):+.1f}%)") for size, b, a in rows]
+        [
+            (
+                f"batch {size}",
+                f"{b.median:8.1f} -> {a.median:8.1f} ex/s (median of {args.repeats}), speed-up {r.median:.3f}x "
+                f"IQR {r.quartiles[0]:.3f}-{r.quartiles[1]:.3f}",
+            )
+            for size, b, a, r in rows
+        ]
         + [
             ("parameters", f"{count_parameters(unpruned):,} -> {count_parameters(pruned):,}"),
             ("heads' share of layer FLOPs", f"{100 * share:.1f}%"),

@@ -202,6 +202,21 @@ def collate_task(loaded: LoadedModel, task: TaskData, batch_size: int, *, lazy: 
     return batches if lazy else list(batches)
 
 
+def inference_round(loaded: LoadedModel, batches: list[Batch], gates: torch.Tensor | None = None) -> Callable[[], int]:
+    """One timing round of plain inference over `batches` (no loss): returns the examples it ran."""
+    from workbench.models.attention import head_hooks
+
+    examples = sum(len(batch) for batch in batches)
+
+    def run() -> int:
+        with torch.inference_mode(), head_hooks(gates=gates):
+            for batch in batches:
+                loaded.model(**batch.model_inputs())
+        return examples
+
+    return run
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so timings measure the work, not its launch."""
     if device.type == "cuda":

@@ -67,20 +67,11 @@ class Evaluate(Step):
 
 def inference_speed(loaded, task, batch_size: int, examples: int, rounds: int, gates=None):  # type: ignore[no-untyped-def]
     """Examples/s of plain inference (no loss), over rounds after a warm-up: a timing.Spread."""
-    import torch
-
-    from workbench.analysis.tasks import synchronize
+    from workbench.analysis.tasks import inference_round, synchronize
     from workbench.analysis.timing import interleaved_rates
     from workbench.data.batching import collate
-    from workbench.models.attention import head_hooks
 
     chosen = list(range(min(examples, len(task))))
     batches = [collate(task.encodings, chosen[i : i + batch_size], loaded.device) for i in range(0, len(chosen), batch_size)]
-
-    def one_round() -> int:
-        with torch.inference_mode(), head_hooks(gates=gates):
-            for batch in batches:
-                loaded.model(**batch.model_inputs())
-        return len(chosen)
-
-    return interleaved_rates({"model": one_round}, rounds, synchronize=lambda: synchronize(loaded.device))["model"]
+    run = inference_round(loaded, batches, gates)
+    return interleaved_rates({"model": run}, rounds, synchronize=lambda: synchronize(loaded.device))["model"]

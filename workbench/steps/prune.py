@@ -19,8 +19,6 @@ from workbench.steps.base import Step, StepResult
 from workbench.steps.importance import HeadSelectionOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import torch
 
     from workbench.analysis.tasks import TaskData
@@ -225,9 +223,7 @@ def measure_speed(
     The same first examples (dataset order) are cut into batches once and fed to both models; each
     batch size gets a warm-up round per model, then `timing_rounds` rounds alternating the order.
     """
-    import torch
-
-    from workbench.analysis.tasks import synchronize
+    from workbench.analysis.tasks import inference_round, synchronize
     from workbench.analysis.timing import interleaved_rates, ratio, spread_warning
     from workbench.data.batching import collate
 
@@ -235,18 +231,8 @@ def measure_speed(
     rows = []
     for size in ctx.track(params.batch_sizes, len(params.batch_sizes), "speed"):
         batches = [collate(task.encodings, examples[i : i + size], after.device) for i in range(0, len(examples), size)]
-
-        def one_round(loaded: "LoadedModel") -> "Callable[[], int]":
-            def run() -> int:
-                with torch.inference_mode():
-                    for batch in batches:
-                        loaded.model(**batch.model_inputs())
-                return len(examples)
-
-            return run
-
         rates = interleaved_rates(
-            {"before": one_round(before), "after": one_round(after)},
+            {"before": inference_round(before, batches), "after": inference_round(after, batches)},
             params.timing_rounds,
             synchronize=lambda: synchronize(after.device),
         )

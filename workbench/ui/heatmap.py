@@ -59,6 +59,11 @@ def _format(value: float) -> str:
     if abs(value) >= 10:
         return f"{value:.1f}"
     if abs(value) >= 0.01:
-        text = f"{value:.2f}"
-        return text[1:] if text.startswith("0.") else text  # ".53" keeps cells narrow
+        return _no_leading_zero(f"{value:.2f}")  # ".53", "-.53" keep cells narrow
+    if abs(value) >= 0.0005:
+        return _no_leading_zero(f"{value:.3f}")  # an accuracy change of -.003
     return f"{value:.0e}"
+
+
+def _no_leading_zero(text: str) -> str:
+    return text.replace("0.", ".", 1) if text.lstrip("-").startswith("0.") else text
