@@ -134,20 +134,20 @@ def test_syntax_heads_on_a_pruned_model(pruned_run, gated_model):
         maps = _maps(loaded, gates, aligned.model_inputs())[0]
         scorer.add(word_level_attention(maps, aligned.word_index[0], kept), sentence.heads, sentence.deprels, sentence.upos)
     expected = scorer.result()
-    assert set(result.head_scores) == {f"{d}:{r}" for d in ("dep->head", "head->dep") for r in ("all", "nsubj", "obj")}
+    assert set(result.head_scores) == {f"{d}:{r}" for d in ("dep_to_head", "head_to_dep") for r in ("all", "nsubj", "obj")}
     for name, grid in result.head_scores.items():
         assert bool(grid[pruned].isnan().all()), name
         assert bool(grid[~pruned].isfinite().all()), name
         label, relation = name.split(":")
         score = expected.overall if relation == "all" else expected.relations[relation]
-        reference = torch.tensor(score.dep_to_head if label == "dep->head" else score.head_to_dep, dtype=torch.float32)
+        reference = torch.tensor(score.dep_to_head if label == "dep_to_head" else score.head_to_dep, dtype=torch.float32)
         torch.testing.assert_close(grid[~pruned], reference[~pruned], atol=1e-6, rtol=0)
 
     for row in result.data["table"]:  # the pruned head is never the best one
         for key in ("dep_to_head", "head_to_dep", "best"):
             assert (row[key]["layer"], row[key]["head"]) != (LAYER, HEAD)
             assert math.isfinite(row[key]["accuracy"])
-        for direction, label in (("dep_to_head", "dep->head"), ("head_to_dep", "head->dep")):
+        for direction, label in (("dep_to_head", "dep_to_head"), ("head_to_dep", "head_to_dep")):
             grid = result.head_scores[f"{label}:{row['relation']}"]
             assert row[direction]["accuracy"] == pytest.approx(float(grid[~grid.isnan()].max()))
 

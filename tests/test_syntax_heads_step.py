@@ -76,7 +76,7 @@ def test_best_heads_table_agrees_with_head_scores(clark_recipe, store_dir):
     assert metrics["sentences"] == 24 and metrics["sentences_truncated"] == 1
     assert metrics["sentences_scored"] == 23
 
-    assert set(result.head_scores) == {f"{d}:{r}" for d in ("dep->head", "head->dep") for r in ("all", "nsubj", "obj")}
+    assert set(result.head_scores) == {f"{d}:{r}" for d in ("dep_to_head", "head_to_dep") for r in ("all", "nsubj", "obj")}
     for grid in result.head_scores.values():
         assert grid.shape == (2, 4) and bool(((grid >= 0) & (grid <= 1)).all())
     assert data["rare"] == {"amod": 1}
@@ -85,7 +85,7 @@ def test_best_heads_table_agrees_with_head_scores(clark_recipe, store_dir):
     rows = {row["relation"]: row for row in data["table"]}
     assert list(rows) == ["all", *sorted(["nsubj", "obj"], key=lambda r: -data["counts"][r])]
     for name, row in rows.items():
-        for direction, label in (("dep_to_head", "dep->head"), ("head_to_dep", "head->dep")):
+        for direction, label in (("dep_to_head", "dep_to_head"), ("head_to_dep", "head_to_dep")):
             grid = result.head_scores[f"{label}:{name}"]
             best = row[direction]
             assert best["accuracy"] == pytest.approx(float(grid.max()))
@@ -125,7 +125,7 @@ def test_forced_attention_to_the_previous_word_scores_one(clark_recipe, store_di
     monkeypatch.setattr(attention, "_eager_attention", previous_token)
     outcome = _run(clark_recipe(), store_dir)
     result = outcome.step("heads").result
-    grid = result.head_scores["dep->head:all"]
+    grid = result.head_scores["dep_to_head:all"]
     assert torch.allclose(grid, torch.ones_like(grid))
 
 
@@ -135,7 +135,7 @@ def test_named_relations_are_reported_even_when_rare(clark_recipe, store_dir):
     path.write_text(path.read_text().replace("js_sentences: 6", "js_sentences: 0\n    relations: [nsubj, amod, iobj]"))
     result = _run(path, store_dir).step("heads").result
     data = result.data
-    assert set(result.head_scores) == {f"{d}:{r}" for d in ("dep->head", "head->dep") for r in ("all", "nsubj", "amod")}
+    assert set(result.head_scores) == {f"{d}:{r}" for d in ("dep_to_head", "head_to_dep") for r in ("all", "nsubj", "amod")}
     rows = {row["relation"]: row for row in data["table"]}
     assert list(rows) == ["all", "nsubj", "amod"]
     assert rows["amod"]["count"] == 1 and rows["amod"]["rare"] is True

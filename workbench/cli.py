@@ -24,10 +24,33 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Markup and emoji codes off: what this console prints comes from records, i.e. from data (a CoNLL-U
+# relation can be "[/red]"); styling is done with Text objects.
+out = Console(markup=False, emoji=False)
 if not out.is_terminal:
     out.width = 160  # files and pipes: room for a 16-head heatmap without wrapping
 err = Console(stderr=True)
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("bertology-workbench")
+        except metadata.PackageNotFoundError:  # running from a checkout that is not installed
+            version = "unknown (not installed)"
+        print(f"workbench {version}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """BERTology Workbench: declarative probing of transformer models."""
+
 
 StoreOption = Annotated[
     Optional[Path],
@@ -47,7 +70,7 @@ def _store_dir(store: Path | None) -> Path:
 
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="the recipe YAML file")],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="the recipe YAML file")],
     set_: SetOption = None,
     force: Annotated[
         Optional[list[str]], typer.Option("--force", help="recompute this step even if cached ('*' for all)")
@@ -77,14 +100,16 @@ def run(
 
 
 @app.command()
-def validate(recipe: Annotated[Path, typer.Argument(help="the recipe YAML file")], set_: SetOption = None) -> None:
+def validate(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="the recipe YAML file")], set_: SetOption = None) -> None:
     """Check a recipe (schema, references, cycles, files) without loading any model."""
     from workbench.plan import build_plan
     from workbench.recipe.loader import load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
     plan = build_plan(loaded)
-    out.print(f"[green]ok[/green] {recipe}: {len(plan.steps)} steps ({', '.join(s.step_id for s in plan.steps)})")
+    from rich.text import Text
+
+    out.print(Text.assemble(("ok", "green"), f" {recipe}: {len(plan.steps)} steps ({', '.join(s.step_id for s in plan.steps)})"))
 
 
 @app.command()
@@ -113,18 +138,23 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="every metric and score, machine-readable")] = False,
     step: Annotated[Optional[list[str]], typer.Option("--step", help="only these steps (repeatable)")] = None,
     score: Annotated[Optional[list[str]], typer.Option("--score", help="only these head/layer scores")] = None,
+    map_: Annotated[
+        Optional[list[str]], typer.Option("--map", help="saved attention maps to draw: LAYER (mean over heads) or LAYER:HEAD")
+    ] = None,
 ) -> None:
-    """Show a run: its steps, metrics, heatmaps, curves and tables."""
+    """Show a run: its steps, metrics, heatmaps, curves, tables and saved attention maps."""
     from workbench.db.store import Store
+    from workbench.ui.selection import check_selection
     from workbench.ui.views import run_json, run_view
 
     db = Store.open(_store_dir(store))
     db.mark_dead_runs()
     detail = db.get_run(run_ref)
+    check_selection(detail, step, score)
     if as_json:
         print(json.dumps(run_json(detail), indent=1))
     else:
-        out.print(run_view(detail, step_ids=step, scores=score))
+        out.print(run_view(detail, step_ids=step, scores=score, cache_dir=_store_dir(store) / "cache", maps=map_))
 
 
 @app.command()
@@ -132,13 +162,21 @@ def compare(
     run_a: Annotated[str, typer.Argument(metavar="A")],
     run_b: Annotated[str, typer.Argument(metavar="B")],
     store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the differences, machine-readable")] = False,
+    changed: Annotated[bool, typer.Option("--changed", help="only what differs by more than --tolerance")] = False,
+    tolerance: Annotated[float, typer.Option(help="differences at most this large count as equal", min=0)] = 1e-9,
 ) -> None:
-    """Compare two runs: metric deltas and head-score difference heatmaps (B - A)."""
+    """Compare two runs: metric deltas, head- and layer-score differences (B - A)."""
     from workbench.db.store import Store
+    from workbench.ui.comparison import compare_runs
     from workbench.ui.views import compare_view
 
     db = Store.open(_store_dir(store))
-    out.print(compare_view(db.get_run(run_a), db.get_run(run_b)))
+    a, b = db.get_run(run_a), db.get_run(run_b)
+    if as_json:
+        print(json.dumps(compare_runs(a, b, changed_only=changed, tolerance=tolerance).as_json(), indent=1))
+    else:
+        out.print(compare_view(a, b, changed_only=changed, tolerance=tolerance))
 
 
 @app.command()
@@ -146,12 +184,13 @@ def export(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the zip file to write")],
     store: StoreOption = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
 ) -> None:
     """Bundle a run's recipe, results and provenance into a zip to share."""
     from workbench.db.store import Store
     from workbench.export import export_run
 
-    path = export_run(Store.open(_store_dir(store)).get_run(run_ref), output)
+    path = export_run(Store.open(_store_dir(store)).get_run(run_ref), output, overwrite=force)
     out.print(f"wrote {path}")
 
 
@@ -171,15 +210,13 @@ def main() -> None:
     except (typer.Exit, SystemExit) as exit_:
         code = getattr(exit_, "exit_code", None)
         sys.exit(code if code is not None else getattr(exit_, "code", 0))
-    except Exception as error:  # click's usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        if isinstance(error, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as error:  # usage errors: typer >= 0.2x raises its bundled click's
+        if not hasattr(error, "show"):
+            raise
+        error.show()  # the usage line, "Try 'workbench run --help'", and what was wrong
+        sys.exit(2)
 
 
 def _print_error(error: WorkbenchError) -> None:

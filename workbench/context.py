@@ -175,7 +175,9 @@ class StepContext:
         return self._resources.progress.bar(total, f"{self.step.step_id}: {description}")
 
     def log(self, message: str) -> None:
-        self._resources.progress.log(f"[dim]{self.step.step_id}:[/dim] {message}")
+        from rich.markup import escape
+
+        self._resources.progress.log(f"[dim]{self.step.step_id}:[/dim] {escape(message)}")  # messages may quote data
 
     def reseed(self, offset: int = 0) -> None:
         """Seed torch, numpy and random from the recipe seed (plus an offset) for a reproducible block."""

@@ -5,7 +5,7 @@ attention probabilities of every layer are observed inside the workbench attenti
 into word-level maps one sentence at a time (attention TO a split word = sum over its sub-tokens,
 FROM it = mean; special tokens dropped) and scored by `analysis.syntax.DependencyHeadScorer`: for
 every head and relation, how often the most-attended other word is the dependent's head
-(`dep->head`) and how often the head is the word attending most to the dependent (`head->dep`),
+(`dep_to_head`) and how often the head is the word attending most to the dependent (`head_to_dep`),
 against the best fixed-offset baseline. Root and punct arcs and arcs from or to punctuation are not
 scored (unless `punctuation: true`). Sentences that `max_length` truncates, or with a word that has
 no sub-token, are skipped and counted: their trees would be incomplete.
@@ -13,7 +13,7 @@ no sub-token, are skipped and counted: their trees would be incomplete.
 Head similarity: the Jensen-Shannon divergence between heads' token-level attention over the first
 `js_sentences` sentences (0 = off), per query token, and its 2-D MDS embedding for a plot.
 
-Outputs: head scores `dep->head:<relation>` and `head->dep:<relation>` for `all` and every relation
+Outputs: head scores `dep_to_head:<relation>` and `head_to_dep:<relation>` for `all` and every relation
 with at least `min_count` scored arcs (with `relations:`, every named relation that has an arc, those
 under `min_count` flagged `rare` in the table); a table of the best head per relation vs the baseline;
 metrics `best:<relation>` (best head, either direction) and `baseline:all`. Layers in the
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from workbench.context import StepContext
 
-DIRECTIONS = {"dep_to_head": "dep->head", "head_to_dep": "head->dep"}
+DIRECTIONS = ("dep_to_head", "head_to_dep")
 
 
 class SyntaxHeadsParams(ModelDatasetParams, PresetParams):
@@ -194,6 +194,8 @@ def _scores_result(scores: Any, shape: tuple[int, int], named: list[str] | None 
     """
     import torch
 
+    from workbench.naming import safe_name
+
     reported = scores.frequent if named is None else scores.relations  # the scorer kept only named ones
     head_scores: dict[str, torch.Tensor] = {}
     metrics: dict[str, float] = {"arcs": scores.overall.count}
@@ -202,18 +204,18 @@ def _scores_result(scores: Any, shape: tuple[int, int], named: list[str] | None 
         row: dict[str, Any] = {"relation": name, "count": score.count}
         if score is not scores.overall:
             row["rare"] = not score.frequent
-        for direction, label in DIRECTIONS.items():
+        for direction in DIRECTIONS:
             grid = getattr(score, direction)  # [layers, heads]
-            head_scores[f"{label}:{name}"] = torch.tensor(grid, dtype=torch.float32).reshape(shape)
+            head_scores[f"{direction}:{safe_name(name)}"] = torch.tensor(grid, dtype=torch.float32).reshape(shape)
             layer, head, accuracy = score.best_head(direction)
             row[direction] = {"layer": layer, "head": head, "accuracy": accuracy}
         direction, layer, head, accuracy = score.best
         offset, baseline = score.baseline
-        row["best"] = {"direction": DIRECTIONS[direction], "layer": layer, "head": head, "accuracy": accuracy}
+        row["best"] = {"direction": direction, "layer": layer, "head": head, "accuracy": accuracy}
         row["baseline"] = {"offset": offset, "accuracy": baseline}
         row["offsets"] = {str(o): a for o, a in score.offset_accuracy.items()}
         table.append(row)
-        metrics[f"best:{name}"] = accuracy
+        metrics[f"best:{safe_name(name)}"] = accuracy
         if name == "all":
             metrics["baseline:all"] = baseline  # per relation: in the table
     data = {

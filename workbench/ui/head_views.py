@@ -1,4 +1,5 @@
-"""Views of the head steps' data: pruning curves, mask-search iterations, prune before/after."""
+"""Views of the model steps' data: the finetune loss curve, pruning curves, mask-search iterations,
+prune before/after, head ablations."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ def _datasets(data: dict) -> str:
     if not ranked or not scored:
         return ""
     return f" (heads ranked on {ranked}, scored on {scored})"
+
+
+@step_view("finetune")
+def finetune_view(step: StepRecord) -> Iterable[RenderableType]:
+    curve = step.data.get("loss_curve") or []
+    if len(curve) > 1:
+        title = f"Training loss (mean of the last 20 steps), {step.data.get('precision', 'float32')}"
+        yield line_plot({"loss": [(x, y) for x, y in curve]}, title, x_label="optimizer step")
 
 
 @step_view("prune_curve")

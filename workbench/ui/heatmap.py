@@ -21,8 +21,14 @@ def heatmap(
     diverging: bool = False,
     row_label: str = "layer",
     column_label: str = "head",
+    row_names: list[str] | None = None,
+    column_names: list[str] | None = None,
 ) -> Group:
-    """A table whose cells are coloured by value; None (e.g. a pruned head) shows as '·'."""
+    """A table whose cells are coloured by value; None (e.g. a pruned head) shows as '·'.
+
+    `row_names` / `column_names` label rows and columns (tokens of an attention map) instead of
+    their indices; they are data, shown as plain text, column names cut to the cell width.
+    """
     values = [v for row in grid for v in row if v is not None and math.isfinite(v)]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if diverging:
@@ -34,10 +40,12 @@ def heatmap(
     table = Table(show_edge=False, pad_edge=False, padding=(0, 0), box=None)
     table.add_column(f"{row_label}\\{column_label}", justify="right", style="dim", no_wrap=True)
     for column in range(width):
-        table.add_column(str(column), justify="center", no_wrap=True, min_width=6)
+        name = column_names[column][:6] if column_names and column < len(column_names) else str(column)
+        table.add_column(Text(name), justify="center", no_wrap=True, min_width=6, max_width=6)
     for index, row in enumerate(grid):
         cells = [_cell(row[c] if c < len(row) else None, low, high, palette) for c in range(width)]
-        table.add_row(Padding(str(index), (0, 1, 0, 0)), *cells)  # a space between the label and the first cell
+        name = row_names[index] if row_names and index < len(row_names) else str(index)
+        table.add_row(Padding(Text(name), (0, 1, 0, 0)), *cells)  # a space between the label and the first cell
     scale = f"min {_format(low)}  max {_format(high)}" if values else "no values"
     return Group(Text(title, style="bold"), table, Text(scale, style="dim"))
 

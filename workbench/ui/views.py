@@ -1,9 +1,14 @@
-"""Renderers for `workbench runs`, `show` and `compare`. They read records; they never load models."""
+"""Renderers for `workbench runs`, `show` and `compare`. They read records; they never load models.
+
+Everything a record holds is data (a relation name from a treebank can be `[/red]`): it is shown
+through `Text` objects or a console with markup off (`cli.out`), never parsed as rich markup.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -11,8 +16,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from workbench.db.records import HeadScores, RunDetail, RunSummary, StepRecord
+from workbench.db.records import RunDetail, RunSummary, StepRecord
+from workbench.ui.attention_maps import attention_map_views
 from workbench.ui.charts import bar_chart
+from workbench.ui.comparison import DEFAULT_TOLERANCE, compare_runs
 from workbench.ui import analysis_views, head_views  # noqa: F401  (they register step views)
 from workbench.ui.heatmap import heatmap
 from workbench.ui.registry import STEP_VIEWS, VIEWS_WITH_METRICS
@@ -34,9 +41,10 @@ def runs_table(runs: list[RunSummary]) -> Table:
     for column in ("id", "recipe", "status", "started", "duration", "device", "steps"):
         table.add_column(column, justify="right" if column in ("id", "duration") else "left")
     for run in runs:
-        steps = f"{run.steps_total}" + (f" ({run.steps_cached} cached)" if run.steps_cached else "")
+        rerun = run.steps_total > 0 and run.steps_cached == run.steps_total  # nothing computed: a replay
+        steps = Text("all cached" if rerun else f"{run.steps_total}" + (f" ({run.steps_cached} cached)" if run.steps_cached else ""))
         if run.steps_failed:
-            steps += f" [red]{run.steps_failed} failed[/red]"
+            steps.append(f" {run.steps_failed} failed", style="red")
         table.add_row(
             str(run.id),
             run.name,
@@ -45,25 +53,39 @@ def runs_table(runs: list[RunSummary]) -> Table:
             _duration(run.duration_s),
             run.device or "",
             steps,
+            style="dim" if rerun else None,
         )
     return table
 
 
-def run_view(run: RunDetail, *, step_ids: list[str] | None = None, scores: list[str] | None = None) -> Group:
-    """Everything about a run: its steps, then each step's metrics, heatmaps and charts."""
+def run_view(
+    run: RunDetail,
+    *,
+    step_ids: list[str] | None = None,
+    scores: list[str] | None = None,
+    cache_dir: Path | None = None,
+    maps: list[str] | None = None,
+) -> Group:
+    """Everything about a run: its steps, then each step's metrics, heatmaps and charts.
+
+    `cache_dir` lets views read files of cache entries (saved attention maps); `maps` picks them.
+    """
     parts: list[RenderableType] = [_run_header(run), steps_table(run.steps)]
     for step in run.steps:
         if step_ids and step.step_id not in step_ids:
             continue
-        body = list(step_body(step, scores=scores))
+        body = list(step_body(step, scores=scores, cache_dir=cache_dir, maps=maps))
         if body:
-            parts.append(Panel(Group(*body), title=f"[bold]{step.step_id}[/bold] ({step.kind})", title_align="left", expand=False))
+            title = Text.assemble((step.step_id, "bold"), f" ({step.kind})")  # a Text: never read as markup
+            parts.append(Panel(Group(*body), title=title, title_align="left", expand=False))
     return Group(*parts)
 
 
-def step_body(step: StepRecord, *, scores: list[str] | None = None) -> Iterable[RenderableType]:
+def step_body(
+    step: StepRecord, *, scores: list[str] | None = None, cache_dir: Path | None = None, maps: list[str] | None = None
+) -> Iterable[RenderableType]:
     if step.error:
-        yield Text(step.error.splitlines()[-1], style="red")
+        yield Text(step.error, style="red")  # the whole error: its last line can be a bare column list
     yield from warnings_text(step)
     if step.metrics:
         yield metrics_table(step.metrics)
@@ -82,6 +104,8 @@ def step_body(step: StepRecord, *, scores: list[str] | None = None) -> Iterable[
     for line in step.layer_scores:
         if scores is None or line.name in scores:
             yield bar_chart([(f"layer {i}", v) for i, v in enumerate(line.values)], f"{line.name} by layer")
+    if cache_dir is not None and step.kind == "attention" and scores is None:
+        yield from attention_map_views(step, cache_dir, maps)
 
 
 def warnings_text(step: StepRecord) -> Iterable[Text]:
@@ -113,40 +137,41 @@ def metrics_table(metrics: dict[str, float | None], title: str = "metrics") -> G
     return Group(Text(title, style="bold underline"), table)
 
 
-def compare_view(a: RunDetail, b: RunDetail) -> Group:
-    """Metric deltas of steps both runs have, and head-score difference heatmaps (b - a)."""
-    parts: list[RenderableType] = [Text(f"run {a.summary.id} ({a.recipe_name})  vs  run {b.summary.id} ({b.recipe_name})", style="bold")]
-    table = Table(title="Metrics (b - a)", title_justify="left")
+def compare_view(a: RunDetail, b: RunDetail, *, changed_only: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> Group:
+    """Metric deltas of steps both runs have, and head- and layer-score differences (b - a)."""
+    comparison = compare_runs(a, b, changed_only=changed_only, tolerance=tolerance)
+    header = Text(f"run {a.summary.id} ({a.recipe_name})  vs  run {b.summary.id} ({b.recipe_name})", style="bold")
+    parts: list[RenderableType] = [header]
+    table = Table(title="Metrics (b - a)" + (" that changed" if changed_only else ""), title_justify="left")
     for column in ("step", "metric", f"run {a.summary.id}", f"run {b.summary.id}", "delta"):
         table.add_column(column, justify="left" if column in ("step", "metric") else "right")
-    heatmaps: list[RenderableType] = []
-    for step_a in a.steps:
-        step_b = b.step(step_a.step_id)
-        if step_b is None:
-            continue
-        for name in step_a.metrics.keys() & step_b.metrics.keys():
-            left, right = step_a.metrics[name], step_b.metrics[name]
-            delta = right - left if left is not None and right is not None else None
-            table.add_row(step_a.step_id, name, format_number(left), format_number(right), _signed(delta))
-        for grid_a in step_a.head_scores:
-            grid_b = next((g for g in step_b.head_scores if g.name == grid_a.name), None)
-            if grid_b is not None and grid_b.shape == grid_a.shape:
-                difference = difference_grid(grid_a, grid_b)
-                heatmaps.append(heatmap(difference, f"{step_a.step_id} {grid_a.name}: b - a", diverging=True))
+    charts: list[RenderableType] = []
+    identical = []
+    for step in comparison.steps:
+        for row in step.metrics:
+            table.add_row(step.step_id, row["name"], format_number(row["a"]), format_number(row["b"]), _signed(row["delta"]))
+        if step.same_key:
+            identical.append(step.step_id)
+        for grid in step.head_scores:
+            if grid["max_abs_delta"] > tolerance:
+                charts.append(heatmap(grid["delta"], f"{step.step_id} {grid['name']}: b - a", diverging=True))
+        for line in step.layer_scores:
+            if line["max_abs_delta"] > tolerance:
+                rows = [(f"layer {i}", value) for i, value in enumerate(line["delta"])]
+                charts.append(bar_chart(rows, f"{step.step_id} {line['name']} by layer: b - a"))
     parts.append(table)
-    parts.extend(heatmaps)
-    only_a = [s.step_id for s in a.steps if b.step(s.step_id) is None]
-    only_b = [s.step_id for s in b.steps if a.step(s.step_id) is None]
-    if only_a or only_b:
-        parts.append(Text(f"only in run {a.summary.id}: {', '.join(only_a) or '-'}; only in run {b.summary.id}: {', '.join(only_b) or '-'}", style="dim"))
+    parts.extend(charts)
+    if identical:
+        parts.append(Text(f"identical (one cache entry, same inputs): {', '.join(identical)}", style="dim"))
+    if comparison.only_a or comparison.only_b:
+        parts.append(
+            Text(
+                f"only in run {a.summary.id}: {', '.join(comparison.only_a) or '-'}; "
+                f"only in run {b.summary.id}: {', '.join(comparison.only_b) or '-'}",
+                style="dim",
+            )
+        )
     return Group(*parts)
-
-
-def difference_grid(a: HeadScores, b: HeadScores) -> list[list[float | None]]:
-    return [
-        [y - x if x is not None and y is not None else None for x, y in zip(row_a, row_b)]
-        for row_a, row_b in zip(a.values, b.values)
-    ]
 
 
 def run_json(run: RunDetail) -> dict[str, Any]:
@@ -241,7 +266,7 @@ def _run_header(run: RunDetail) -> Text:
     if run.overrides:
         text.append(f"\n--set {' --set '.join(run.overrides)}", style="dim")
     if run.error:
-        text.append(f"\n{run.error.splitlines()[-1]}", style="red")
+        text.append(f"\n{run.error}", style="red")
     return text
 
 
