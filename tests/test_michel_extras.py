@@ -226,3 +226,17 @@ def test_show_draws_the_ablation_distribution_the_table_and_speeds_with_spread(c
     assert "Only one head left in a layer: the best one per layer (accuracy)" in text
     assert "score_delta (layer x head)" in text and "score_delta_only (layer x head)" in text
     assert "examples/s, batch 4" in text and " ± " in text and "IQR" in text
+
+
+def test_prune_scores_on_the_dataset_its_mask_was_found_on(classifier_recipe):
+    recipe = classifier_recipe(
+        """
+        search: {kind: mask_search, dataset: dev}
+        importance: {kind: importance, dataset: train}
+        by_mask: {kind: prune, mask: search}
+        by_importance: {kind: prune, fraction: 0.25, importance: importance}
+        explicit: {kind: prune, mask: search, dataset: train}
+        """
+    )
+    steps = load_recipe(recipe).steps
+    assert (steps["by_mask"].dataset, steps["by_importance"].dataset, steps["explicit"].dataset) == ("dev", "train", "train")

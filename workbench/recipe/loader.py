@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from workbench.errors import RecipeError, RecipeErrors, did_you_mean
 from workbench.recipe.overrides import apply_overrides
 from workbench.recipe.schema import LoadedRecipe, Recipe
-from workbench.recipe.yaml_source import FieldPath, SourceMap, load_yaml_file
+from workbench.recipe.yaml_source import FieldPath, SourceMap, load_yaml_file, reads_as_number
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
@@ -28,12 +28,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
         raise RecipeError(
             "a recipe must be a mapping (version:, name:, model:, steps:, ...)", file=str(path), line=source.line_of(()) or 1
         )
-    document, overridden = apply_overrides(document, overrides, field_annotation)
+    document, overridden = apply_overrides(document, overrides, field_annotation, override_problem)
     locate = _Locator(source, overridden)
 
     _check_ids(document, locate)
     recipe = _validate(Recipe, document, (), locate)
+    _check_generated_sizes(recipe, locate)
     steps = _validate_steps(recipe.steps, locate)
+    steps = {step_id: params.with_defaults_from(steps) for step_id, params in steps.items()}
     loaded = LoadedRecipe(recipe, steps, path=path, text=text, source=source, overrides=overrides)
     check_semantics(loaded, locate)
     return loaded
@@ -61,6 +63,34 @@ def field_annotation(document: dict[str, Any], path: FieldPath) -> Any:
     return field.annotation if field is not None else None
 
 
+def override_problem(document: dict[str, Any], path: FieldPath) -> tuple[str, str | None] | None:
+    """Why `--set` may not write at `path` (and a hint): a top-level section, dataset or step the
+    recipe does not have.
+
+    Writing there would silently create it (`steps.uppos.probe=mlp` would add a step 'uppos' and then
+    complain that it has no kind); naming the typo is what helps. A whole new dataset or step
+    (`steps.extra={kind: ...}`) may still be added.
+    """
+    section = path[0]
+    if section not in Recipe.model_fields:
+        return _no_such("section" if len(path) > 1 else "field", section, Recipe.model_fields), None
+    if section in _ID_SECTIONS and len(path) > 2:
+        present = document.get(section)
+        ids = present if isinstance(present, dict) else {}
+        if path[1] not in ids:
+            noun = _ID_SECTIONS[section]
+            return _no_such(noun, path[1], ids), f"to add a {noun}, set it whole: --set '{section}.{path[1]}={{...}}'"
+    return None
+
+
+_ID_SECTIONS = {"datasets": "dataset", "steps": "step"}
+
+
+def _no_such(noun: str, name: Any, known: Any) -> str:
+    suggestion = did_you_mean(str(name), known)
+    return f"no {noun} '{name}'" + (f" ({suggestion})" if suggestion else "")
+
+
 class _Locator:
     """Turns a field path into a RecipeError at the right file and line."""
 
@@ -70,10 +100,16 @@ class _Locator:
 
     def error(self, path: FieldPath, message: str, *, hint: str | None = None, key: bool = False) -> RecipeError:
         field = ".".join(str(part) for part in path) or None
-        if any(path[: len(touched)] == touched for touched in self.overridden):
+        if self._from_override(path):
             return RecipeError(message, file="--set", field=field, hint=hint)
         line = self.source.key_line_of(path) if key else self.source.line_of(path)
         return RecipeError(message, file=self.source.file, line=line, field=field, hint=hint)
+
+    def _from_override(self, path: FieldPath) -> bool:
+        """The field was set by an override, or exists only because an override created it."""
+        written = any(path[: len(touched)] == touched for touched in self.overridden)
+        created = path not in self.source.lines and any(touched[: len(path)] == path for touched in self.overridden)
+        return written or created
 
 
 def _validate(model: type[BaseModel], value: Any, prefix: FieldPath, locate: _Locator) -> Any:
@@ -133,7 +169,8 @@ def _validate_steps(steps: dict[str, Any], locate: _Locator) -> dict[str, Any]:
 
 
 def _check_ids(document: dict[str, Any], locate: _Locator) -> None:
-    """Dataset and step ids must be identifiers; reported at the line of the offending key."""
+    """Dataset and step ids must be identifiers, and no step may share a dataset's id; reported at the
+    line of the offending key."""
     import re
 
     from workbench.recipe.schema import IDENTIFIER
@@ -142,11 +179,42 @@ def _check_ids(document: dict[str, Any], locate: _Locator) -> None:
         locate.error(
             (section, key), f"'{key}' is not a valid id (letters, digits, _ and -, not starting with a digit)", key=True
         )
-        for section in ("datasets", "steps")
-        if isinstance(document.get(section), dict)
-        for key in document[section]
+        for section in _ID_SECTIONS
+        for key in _ids(document, section)
         if not isinstance(key, str) or not re.fullmatch(IDENTIFIER, key)
     ]
+    problems += [
+        locate.error(
+            ("steps", key),
+            f"step '{key}' has the id of a dataset",
+            hint=f"rename the step: `dataset: {key}` and `model: {key}` would read alike but mean different things",
+            key=True,
+        )
+        for key in _ids(document, "steps")
+        if key in _ids(document, "datasets")
+    ]
+    if problems:
+        raise RecipeErrors(problems) if len(problems) > 1 else problems[0]
+
+
+def _ids(document: dict[str, Any], section: str) -> list[Any]:
+    return list(document[section]) if isinstance(document.get(section), dict) else []
+
+
+# `size` of the generated agreement dataset. The schema passes builder options through unchecked
+# and data/sources.py checks only the lower bound; a million sentences take seconds to generate,
+# more is a typo that would hang the run.
+AGREEMENT_SIZE = (2, 1_000_000)
+
+
+def _check_generated_sizes(recipe: Recipe, locate: _Locator) -> None:
+    low, high = AGREEMENT_SIZE
+    problems = []
+    for name, spec in recipe.datasets.items():
+        size = spec.builder_options.get("size") if spec.path == "agreement" else None
+        if isinstance(size, bool) or (isinstance(size, int) and not low <= size <= high):
+            message = f"expected an integer of at least {low} and at most {high:,}, got {size!r}"
+            problems.append(locate.error(("datasets", name, "size"), message))
     if problems:
         raise RecipeErrors(problems) if len(problems) > 1 else problems[0]
 
@@ -169,7 +237,23 @@ def _explain(item: dict[str, Any], model: type[BaseModel], value: Any, prefix: F
     shown = repr(given)
     if len(shown) > 60:  # a whole mapping or list says little; the line points at it anyway
         shown = shown[:57] + "..."
-    return locate.error(path, f"{message[0].lower()}{message[1:]}, got {shown}")
+    return locate.error(path, f"{message[0].lower()}{message[1:]}, got {shown}", hint=_strict_type_hint(kind, given))
+
+
+YAML11_BOOLEANS = {"yes", "no", "on", "off", "y", "n"}
+
+
+def _strict_type_hint(kind: str, given: Any) -> str | None:
+    """Why a value that looks right is refused: types are strict, nothing is converted."""
+    if kind in ("int_type", "float_type") and isinstance(given, str) and reads_as_number(given):
+        return "the quotes make it text: write the number without them"
+    if kind == "int_type" and isinstance(given, float) and given.is_integer() and abs(given) < 2**63:
+        return f"an integer field takes no decimal point: write {int(given)}"
+    if kind == "string_type" and isinstance(given, (bool, int, float)):
+        return "quote it to make it text"
+    if kind == "bool_type" and isinstance(given, str) and given.lower() in YAML11_BOOLEANS:
+        return "write true or false (recipes read YAML 1.2, where yes, no, on and off are text)"
+    return None
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -16,12 +16,21 @@ from workbench.recipe.yaml_source import SourceMap
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 MODEL_HEADS = ("base", "sequence-classification", "causal-lm", "masked-lm")
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; torch and random take any, so this is the common range
+MAX_LABELS = 100_000  # a head of 100k classes is already a vocabulary; more is a typo
+MAX_EXAMPLES = 100_000_000  # `limit`: far beyond any dataset the workbench reads into memory
+
+
+# pydantic's strict mode: '16' is not an int, true is not a number, 16.0 is not an int (a float field
+# does take an int). No infinities or NaNs in float fields. The YAML reader (YAML 1.2 numbers, so
+# `1e-4` is a float) decides what a value is; nothing converts it afterwards.
+STRICT_TYPES = ConfigDict(strict=True, allow_inf_nan=False, frozen=True)
 
 
 class Strict(BaseModel):
     """Unknown keys are errors; values are not silently coerced from the wrong type."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", **STRICT_TYPES)
 
 
 class ModelSpec(Strict):
@@ -30,7 +39,9 @@ class ModelSpec(Strict):
     head: Literal["base", "sequence-classification", "causal-lm", "masked-lm"] = Field(
         "base", description="the task head loaded on top of the encoder/decoder"
     )
-    num_labels: int | None = Field(None, ge=1, description="classes of a classification head; 1 = regression")
+    num_labels: int | None = Field(
+        None, ge=1, le=MAX_LABELS, description="classes of a classification head; 1 = regression"
+    )
     labels: list[str] | None = Field(
         None,
         description="class names in id order; default: the checkpoint's id2label, else the sorted labels "
@@ -57,7 +68,7 @@ class ModelSpec(Strict):
 class DatasetSpec(BaseModel):
     """A dataset. Keys not named here pass through to the builder (e.g. `delimiter` for csv)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", **STRICT_TYPES)
 
     path: str = Field(min_length=1, description="a hub dataset, a datasets builder, or conllu/python_code/agreement")
     name: str | None = Field(None, description="the builder configuration (e.g. 'mrpc' for glue)")
@@ -69,7 +80,7 @@ class DatasetSpec(BaseModel):
     split: str = Field("train", description="the split to read (local files are all in 'train')")
     text: str | list[str] | None = Field(None, description="text column, or two columns for sentence pairs")
     label: str | None = Field(None, description="label column (int classes, strings, or floats for regression)")
-    limit: int | None = Field(None, ge=1, description="use only the first N examples")
+    limit: int | None = Field(None, ge=1, le=MAX_EXAMPLES, description="use only the first N examples")
     max_length: int = Field(128, ge=2, le=100_000, description="truncate tokenized examples to this many tokens")
 
     @field_validator("text")
@@ -95,11 +106,19 @@ class Recipe(Strict):
     version: Literal[1] = Field(description="the recipe format version")
     name: str = Field(pattern=IDENTIFIER, max_length=100, description="names the runs of this recipe in the store")
     description: str | None = Field(None, description="free text")
-    seed: int = Field(42, description="seeds torch, numpy and random before every step")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="seeds torch, numpy and random before every step")
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     model: ModelSpec
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
     steps: dict[str, Any] = Field(min_length=1)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: Any) -> Any:
+        # Literal[1] alone would take true and 1.0, which equal 1 in Python.
+        if type(value) is not int:
+            raise ValueError("expected the integer 1")
+        return value
 
     @field_validator("device")
     @classmethod

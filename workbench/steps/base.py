@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from workbench.recipe.schema import STRICT_TYPES
+
 if TYPE_CHECKING:
     import torch
 
@@ -21,9 +23,14 @@ if TYPE_CHECKING:
 
 
 class StepParams(BaseModel):
-    """Fields every step accepts. Subclasses add their own; unknown keys are errors."""
+    """Fields every step accepts. Subclasses add their own; unknown keys are errors.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Types are strict, as in the recipe's own schema (workbench/recipe/schema.py): `batch_size: '16'`
+    and `batch_size: true` are errors rather than 16 and 1, a float field takes an int, and every
+    float must be finite, so a NaN learning rate is reported by field name instead of training on it.
+    """
+
+    model_config = ConfigDict(extra="forbid", **STRICT_TYPES)
 
     kind: str
     description: str | None = Field(None, description="free text; does not affect the result")
@@ -46,6 +53,10 @@ class StepParams(BaseModel):
     def check(self, recipe: "Recipe") -> list[tuple[str, str]]:
         """Cross-field problems as (field, message); the recipe is given for context (model head, ...)."""
         return []
+
+    def with_defaults_from(self, steps: "dict[str, StepParams]") -> "StepParams":
+        """The parameters with defaults that depend on other steps filled in (the recipe's validated steps)."""
+        return self
 
     def uses_recipe_model(self) -> bool:
         """Whether the step runs the recipe's model (rather than one produced by another step)."""

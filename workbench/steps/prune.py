@@ -29,6 +29,10 @@ TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 
 
 class PruneParams(HeadSelectionOptions):
+    dataset: str | None = Field(  # type: ignore[assignment]
+        None,
+        description="the dataset to verify, score and time on; default: the dataset of the step its mask or importance comes from",
+    )
     mask: str | None = Field(None, description="a mask_search step: prune the heads its mask removed")
     heads: dict[int, list[int]] | None = Field(None, description="explicit {layer: [head, ...]} to prune")
     fraction: float | None = Field(None, gt=0, lt=1, description="prune this fraction of all heads, least important first")
@@ -59,6 +63,21 @@ class PruneParams(HeadSelectionOptions):
         if self.importance is not None and self.fraction is None:
             raise ValueError("importance ranks heads for `fraction`; it is not used with mask or heads")
         return self
+
+    def with_defaults_from(self, steps):  # type: ignore[no-untyped-def]
+        """Without a dataset, the one the mask (or the importance) was computed on: the heads were chosen there."""
+        if self.dataset is not None:
+            return self
+        for source in (self.mask, self.importance):
+            dataset = getattr(steps.get(source), "dataset", None) if source else None
+            if isinstance(dataset, str):
+                return self.model_copy(update={"dataset": dataset})
+        return self
+
+    def check(self, recipe):  # type: ignore[no-untyped-def]
+        if self.dataset is None:
+            return [("", "prune needs a dataset: set `dataset:` (it defaults to that of its mask or importance step)")]
+        return super().check(recipe)
 
     @field_validator("batch_sizes")
     @classmethod
