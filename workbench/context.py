@@ -193,4 +193,5 @@ def _read_config(source: str, revision: str | None) -> object:
     try:
         return transformers.AutoConfig.from_pretrained(source, revision=revision)
     except Exception as error:  # noqa: BLE001 -- any failure here means the model cannot be loaded either
-        raise ModelError(f"cannot read the config of model '{source}': {type(error).__name__}: {error}") from None
+        # The exception's type only: transformers' messages quote the config's values.
+        raise ModelError(f"cannot read the config of model '{source}' ({type(error).__name__})") from None

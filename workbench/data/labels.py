@@ -10,7 +10,8 @@ A classification model owns its `id2label` / `label2id` (CONVENTIONS.md, 10). Th
 The vocabulary is saved in the config of every model the workbench writes, so a fine-tuned or pruned
 model keeps it. Datasets never number labels themselves: `label_ids` maps a dataset's raw label column
 through the model's vocabulary, and refuses what does not fit (an unknown name, an integer out of
-range, a float on a classification head, a missing label).
+range, a float on a classification head, a missing label). `head_label_problem` says the same about
+the first rows of a file before anything is loaded (`workbench validate`), in the same words.
 """
 
 from __future__ import annotations
@@ -122,3 +123,49 @@ def regression_targets(values: Sequence[Any], dataset: str) -> list[float]:
                 f"dataset '{dataset}' has a non-numeric label ({type(value).__name__}) on a regression head (num_labels=1)"
             )
     return [float(value) for value in values]
+
+
+def head_label_problem(
+    values: Sequence[Any], num_labels: int, names: Sequence[str] | None = None
+) -> tuple[int, str, str | None] | None:
+    """(index, message, hint) of the first label the head would refuse, or None.
+
+    The checks of `label_ids` (num_labels > 1) and `regression_targets` (num_labels == 1), for
+    `workbench validate`: a missing label first (as check_no_missing), then the first value of the
+    wrong kind. String labels are checked only against `names` given (else the vocabulary comes from
+    data or checkpoint, known at run time). Messages quote no label but class ids.
+    """
+    for index, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return index, "an example without a label (null or NaN)", None
+    check = _regression_problem if num_labels == 1 else _classification_problem
+    for index, value in enumerate(values):
+        problem = check(value, num_labels, names)
+        if problem:
+            return (index, *problem)
+    return None
+
+
+def _regression_problem(value: Any, num_labels: int, names: Sequence[str] | None) -> tuple[str, str | None] | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return (
+            f"a non-numeric label ({type(value).__name__}) on a regression head (num_labels=1)",
+            "regression targets are numbers; for classes set model.num_labels to their count",
+        )
+    return None
+
+
+def _classification_problem(value: Any, num_labels: int, names: Sequence[str] | None) -> tuple[str, str | None] | None:
+    if isinstance(value, str):
+        if names is not None and value not in names:
+            return f"a label the model does not know (its labels are {', '.join(names)})", None
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return (
+            f"a {type(value).__name__} label on a classification head (num_labels={num_labels}); "
+            "class labels are integers or names",
+            "for regression set model.num_labels: 1",
+        )
+    if not 0 <= value < num_labels:
+        return f"class id {value}, outside 0..{num_labels - 1} (num_labels={num_labels})", None
+    return None

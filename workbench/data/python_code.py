@@ -158,22 +158,21 @@ def read_code_jsonl(
     examples: list[CodeExample] = []
     skipped: list[SkippedSource] = []
     partitions_seen: set[str] = set()
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_number, line in enumerate(_decoded_lines(handle, path), start=1):
-            if limit is not None and len(examples) >= limit:
-                break
-            if not line.strip():
+    for line_number, line in _jsonl_lines(path):
+        if limit is not None and len(examples) >= limit:
+            break
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        row = _json_row(line, where)
+        if partition is not None:
+            partitions_seen.add(str(_field(row, "partition", where)))
+            if row["partition"] != partition:
                 continue
-            where = f"{path}:{line_number}"
-            row = _json_row(line, where)
-            if partition is not None:
-                partitions_seen.add(str(_field(row, "partition", where)))
-                if row["partition"] != partition:
-                    continue
-            code, name = _field(row, code_field, where), str(_field(row, name_field, where))
-            if not isinstance(code, str):
-                raise DataError(f"{where}: field '{code_field}' should be a string, got {type(code).__name__}")
-            _add_example(examples, skipped, code, name, where, options)
+        code, name = _field(row, code_field, where), str(_field(row, name_field, where))
+        if not isinstance(code, str):
+            raise DataError(f"{where}: field '{code_field}' should be a string, got {type(code).__name__}")
+        _add_example(examples, skipped, code, name, where, options)
     if partition is not None and partition not in partitions_seen and (limit is None or limit > 0):
         known = sorted(partitions_seen)
         raise DataError(
@@ -225,8 +224,8 @@ def _add_example(
     """Parse one source into `examples` (`options` go to parse_code), or record in `skipped` why not."""
     try:
         examples.append(parse_code(source, name, **options))
-    except DataError as error:
-        skipped.append(SkippedSource(name, where, error.message))
+    except DataError as error:  # the reason without parse_code's "name: " prefix: the name is data from the file
+        skipped.append(SkippedSource(name, where, error.message.removeprefix(f"{name or '<source>'}: ")))
 
 
 def _finish(origin: Path, examples: list[CodeExample], skipped: list[SkippedSource]) -> CodeExamples:
@@ -236,11 +235,14 @@ def _finish(origin: Path, examples: list[CodeExample], skipped: list[SkippedSour
     return CodeExamples(examples, skipped)
 
 
-def _decoded_lines(handle: io.TextIOBase, path: Path) -> Iterator[str]:
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file (a byte order mark is dropped); bad bytes are a DataError at their line."""
+    from workbench.data.files import FileProblem, decoded_lines
+
     try:
-        yield from handle
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        yield from decoded_lines(path, "utf-8")
+    except FileProblem as problem:
+        raise DataError(f"{path}:{problem.line}: {problem.message}") from None
 
 
 def _json_row(line: str, where: str) -> dict:

@@ -7,6 +7,22 @@ json, parquet), plus four sources of our own:
     conllu        a CoNLL-U treebank (`data_files`)
     python_code   Python functions from JSONL rows (`data_files`) or a folder of .py files (`data_dir`)
     agreement     generated subject-verb agreement sentences (options: size, seed, attractor_rate)
+
+Every local file is hostile until checked. Before a builder reads a csv, tsv or JSON Lines file,
+workbench/data/files.py reads it once by hand, so that an empty file, a header without rows, a row
+with the wrong number of fields, an invalid JSON line or bytes that are not UTF-8 are reported as
+`dataset 'dev': data/dev.tsv:17: ...`, naming the line but never quoting it. Whatever the builder
+still raises becomes a DataError that names the dataset, the files and the exception's type only:
+pandas' and pyarrow's messages may quote rows.
+
+Empty texts are an error, not skipped: a null, NaN or whitespace-only text (pandas also reads cells
+such as NA, null or None as nulls) in the examples a step uses stops the run with the count and the
+first one's line. Skipping would change the examples, and with them every metric, without anyone
+deciding to; fixing the file (or `keep_default_na: false`) is one edit.
+
+Paths resolve against the recipe's folder: `data_files`, a `data_dir` of a packaged builder
+(csv, json, ...) and a `path:` that names a local dataset folder. A `data_dir` of a hub dataset or of
+a local dataset folder is a folder inside that dataset, as `datasets` defines it.
 """
 
 from __future__ import annotations
@@ -16,12 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.data.files import FileLayout, FileProblem, is_missing_text, layout_for, scan
 from workbench.errors import DataError, did_you_mean
 from workbench.hashing import file_sha256, value_sha256
 from workbench.recipe.schema import DatasetSpec
 
 OWN_SOURCES = ("tsv", "conllu", "python_code", "agreement")
 PACKAGED_BUILDERS = ("csv", "json", "parquet", "text", "arrow")
+SCANNED_BUILDERS = ("tsv", "csv", "json")  # whose local files workbench/data/files.py reads first
+NA_HINT = (
+    "csv/tsv cells that read NA, N/A, null, None or nan are missing values to pandas "
+    "(keep_default_na: false keeps them as text)"
+)
 AGREEMENT_OPTIONS = {"size": 2000, "seed": 0, "attractor_rate": 0.7}
 PYTHON_CODE_OPTIONS = {
     "code_field": "code",
@@ -62,7 +84,7 @@ class LoadedDataset:
 
 def data_paths(spec: DatasetSpec, base_dir: Path) -> list[Path]:
     """Local files the dataset reads, resolved against the recipe folder (empty for hub datasets)."""
-    return [_resolve(base_dir, item) for item in _listed_files(spec)]
+    return [resolve_path(base_dir, item) for item in _listed_files(spec)]
 
 
 def check_dataset_spec(spec: DatasetSpec, base_dir: Path) -> list[tuple[str, str]]:
@@ -94,7 +116,21 @@ def check_dataset_spec(spec: DatasetSpec, base_dir: Path) -> list[tuple[str, str
     for item, path in zip(_listed_files(spec), data_paths(spec, base_dir)):
         if not path.exists():
             problems.append(("data_files", f"file not found: {item} (looked for {path})"))
+    if spec.data_dir and _data_dir_is_local(spec) and not resolve_path(base_dir, spec.data_dir).is_dir():
+        problems.append(("data_dir", f"folder not found: {spec.data_dir} (looked for {resolve_path(base_dir, spec.data_dir)})"))
+    if _looks_local(spec.path) and not resolve_path(base_dir, spec.path).exists():
+        problems.append(("path", f"folder not found: {spec.path} (looked for {resolve_path(base_dir, spec.path)})"))
     return problems
+
+
+def _looks_local(path: str) -> bool:
+    """A `path:` that can only mean a folder on disk (a hub name has no leading ./, ../, / or ~)."""
+    return path.startswith((".", "/", "~")) or path.count("/") > 1
+
+
+def _data_dir_is_local(spec: DatasetSpec) -> bool:
+    """A packaged builder's data_dir is a folder on disk; a hub or local dataset's is a folder inside it."""
+    return spec.path in PACKAGED_BUILDERS or spec.path in OWN_SOURCES
 
 
 def dataset_fingerprint(spec: DatasetSpec, base_dir: Path) -> str:
@@ -104,7 +140,10 @@ def dataset_fingerprint(spec: DatasetSpec, base_dir: Path) -> str:
     """
     normalized = spec.model_dump(mode="json")
     normalized["data_files"] = _content_of(spec.data_files, base_dir)
-    normalized["data_dir"] = _content_of(spec.data_dir, base_dir)
+    if _data_dir_is_local(spec):
+        normalized["data_dir"] = _content_of(spec.data_dir, base_dir)
+    if local_dataset_folder(spec, base_dir) is not None:  # its files are its content, wherever it lies
+        normalized["path"] = _content_of(spec.path, base_dir)
     if is_hub_dataset(spec, base_dir):
         from workbench.hub import resolve_commit
 
@@ -116,7 +155,15 @@ def is_hub_dataset(spec: DatasetSpec, base_dir: Path) -> bool:
     """A dataset `path:` that names a hub repository (not a builder, one of ours, or a local folder)."""
     if spec.path in OWN_SOURCES or spec.path in PACKAGED_BUILDERS:
         return False
-    return not _resolve(base_dir, spec.path).exists()
+    return not resolve_path(base_dir, spec.path).exists()
+
+
+def local_dataset_folder(spec: DatasetSpec, base_dir: Path) -> Path | None:
+    """The folder a `path:` names on disk (resolved against the recipe's folder), or None."""
+    if spec.path in OWN_SOURCES or spec.path in PACKAGED_BUILDERS:
+        return None
+    folder = resolve_path(base_dir, spec.path)
+    return folder if folder.exists() else None
 
 
 def _content_of(files: Any, base_dir: Path) -> Any:
@@ -127,7 +174,7 @@ def _content_of(files: Any, base_dir: Path) -> Any:
         return [_content_of(item, base_dir) for item in files]
     if isinstance(files, dict):
         return {split: _content_of(value, base_dir) for split, value in files.items()}
-    path = _resolve(base_dir, files)
+    path = resolve_path(base_dir, files)
     if path.is_dir():  # every file below, by its path relative to the folder
         return {str(f.relative_to(path)): file_sha256(f) for f in sorted(path.rglob("*")) if f.is_file()}
     if path.is_file():
@@ -136,13 +183,24 @@ def _content_of(files: Any, base_dir: Path) -> Any:
 
 
 def load_dataset_spec(name: str, spec: DatasetSpec, base_dir: Path) -> LoadedDataset:
-    """Load a dataset into memory (applying `limit`)."""
-    fingerprint = dataset_fingerprint(spec, base_dir)
-    if spec.path == "conllu":
-        from workbench.data.treebank import read_conllu
+    """Load a dataset into memory (applying `limit`).
 
-        sentences = [s for path in data_paths(spec, base_dir) for s in read_conllu(path, limit=spec.limit)]
-        return LoadedDataset(name, spec, "treebank", fingerprint, sentences=sentences[: spec.limit])
+    Every problem is a DataError that starts with `dataset '<name>'` and names the file.
+    """
+    fingerprint = dataset_fingerprint(spec, base_dir)
+    try:
+        loaded = _load(name, spec, base_dir, fingerprint)
+    except DataError as error:
+        raise _about(name, error) from None
+    if len(loaded) == 0:
+        files = ", ".join(_listed_files(spec)) or spec.path
+        raise DataError(f"dataset '{name}' has no examples ({files})")
+    return loaded
+
+
+def _load(name: str, spec: DatasetSpec, base_dir: Path, fingerprint: str) -> LoadedDataset:
+    if spec.path == "conllu":
+        return LoadedDataset(name, spec, "treebank", fingerprint, sentences=_load_treebank(spec, base_dir))
     if spec.path == "python_code":
         return LoadedDataset(name, spec, "code", fingerprint, examples=_load_code(spec, base_dir))
     if spec.path == "agreement":
@@ -152,27 +210,110 @@ def load_dataset_spec(name: str, spec: DatasetSpec, base_dir: Path) -> LoadedDat
         rows = generate_agreement(options["size"], options["seed"], options["attractor_rate"])
         columns = {f.name: [getattr(row, f.name) for row in rows] for f in dataclasses.fields(rows[0])}
         return _text_dataset(name, spec, fingerprint, columns)
-    columns, class_names = _load_with_datasets(spec, base_dir)
-    return _text_dataset(name, spec, fingerprint, columns, class_names)
+    origins = _scan_local_files(spec, base_dir)
+    columns, class_names = _load_with_datasets(name, spec, base_dir)
+    return _text_dataset(name, spec, fingerprint, columns, class_names, origins)
+
+
+def _about(name: str, error: DataError) -> DataError:
+    """The error, its message starting with the dataset's name (readers name only their file)."""
+    prefix = f"dataset '{name}'"
+    if error.message.startswith(prefix):
+        return error
+    return DataError(f"{prefix}: {error.message}", hint=error.hint)
 
 
 def _text_dataset(
-    name: str, spec: DatasetSpec, fingerprint: str, columns: dict[str, list[Any]], class_names: list[str] | None = None
+    name: str,
+    spec: DatasetSpec,
+    fingerprint: str,
+    columns: dict[str, list[Any]],
+    class_names: list[str] | None = None,
+    origins: list[str] | None = None,
 ) -> LoadedDataset:
     if spec.limit is not None:
         columns = {key: values[: spec.limit] for key, values in columns.items()}
+    files = ", ".join(_listed_files(spec)) or spec.path
     for column in spec.text_columns + ([spec.label] if spec.label else []):
         if column not in columns:
             raise DataError(
-                f"dataset '{name}' has no column '{column}'", hint=f"its columns are: {', '.join(columns)}"
+                f"dataset '{name}' ({files}) has no column '{column}'",
+                hint=f"its columns are: {', '.join(columns)}" + _suggestion(column, columns),
             )
     for column in spec.text_columns:
-        columns[column] = ["" if value is None else str(value) for value in columns[column]]
+        _refuse_missing_texts(name, column, columns[column], origins, files)
+        columns[column] = [str(value) for value in columns[column]]
     return LoadedDataset(name, spec, "text", fingerprint, columns=columns, class_names=class_names)
 
 
-def _load_with_datasets(spec: DatasetSpec, base_dir: Path) -> tuple[dict[str, list[Any]], list[str] | None]:
+def _suggestion(column: str, columns: Any) -> str:
+    hint = did_you_mean(column, columns)
+    return f"; {hint}" if hint else ""
+
+
+def _refuse_missing_texts(name: str, column: str, values: list[Any], origins: list[str] | None, files: str) -> None:
+    """Empty texts are an error (the module docstring says why), counted and located, never quoted."""
+    missing = [index for index, value in enumerate(values) if is_missing_text(value)]
+    if not missing:
+        return
+    first = missing[0]
+    where = origins[first] if origins is not None and len(origins) >= len(values) else f"example {first + 1} of {files}"
+    raise DataError(
+        f"dataset '{name}': {len(missing)} of {len(values)} examples have an empty or missing text in column "
+        f"'{column}' (the first: {where})",
+        hint="remove or fill those rows; " + NA_HINT,
+    )
+
+
+def _scan_local_files(spec: DatasetSpec, base_dir: Path) -> list[str] | None:
+    """Read every local csv/tsv/JSON Lines file once by hand (workbench/data/files.py); raise at the first problem.
+
+    Returns 'file:line' of each example of the split in order (for messages), or None when some
+    file of the split could not be scanned (a layout we do not model, a hub dataset, a data_dir).
+    """
+    if spec.path not in SCANNED_BUILDERS or spec.data_files is None:
+        return None
+    origins: list[str] | None = []
+    in_split = set(split_files(spec))
+    for item in _listed_files(spec):
+        path = resolve_path(base_dir, item)
+        layout = layout_for(spec.path, spec.builder_options, path)
+        if layout is None:
+            origins = None if item in in_split else origins
+            continue
+        found = scan_file(item, path, layout)
+        if item in in_split and origins is not None:
+            origins += [f"{item}:{line}" for line in found.row_lines]
+    return origins
+
+
+def scan_file(item: str, path: Path, layout: FileLayout, max_rows: int | None = None) -> Any:
+    """`files.scan`, its problem turned into a DataError at `item:line` (item: the file as the recipe names it)."""
+    try:
+        return scan(path, layout, max_rows=max_rows)
+    except FileProblem as problem:
+        raise DataError(file_problem_message(item, problem)) from None
+
+
+def file_problem_message(item: str, problem: FileProblem) -> str:
+    return f"{item}:{problem.line}: {problem.message}" if problem.line else f"{item}: {problem.message}"
+
+
+def split_files(spec: DatasetSpec) -> list[str]:
+    """The files (as the recipe names them) of the split the dataset reads: `split: validation` -> data_files.validation."""
+    files = spec.data_files
+    if files is None:
+        return []
+    if not isinstance(files, dict):
+        return [files] if isinstance(files, str) else list(files)
+    wanted = {part.split("[")[0].strip() for part in spec.split.split("+")}
+    chosen = [value for split, value in files.items() if split in wanted]
+    return [item for value in chosen for item in ([value] if isinstance(value, str) else value)]
+
+
+def _load_with_datasets(name: str, spec: DatasetSpec, base_dir: Path) -> tuple[dict[str, list[Any]], list[str] | None]:
     """The columns of the split (limited), and the class names of the label column if it is a ClassLabel."""
+    _refuse_unreachable_hub(name, spec, base_dir)
     import datasets
 
     datasets.disable_progress_bars()
@@ -183,27 +324,97 @@ def _load_with_datasets(spec: DatasetSpec, base_dir: Path) -> tuple[dict[str, li
         options = {"delimiter": "\t", "quoting": 3, **options}
     elif path == "csv" and options.get("delimiter") == "\t":
         options.setdefault("quoting", 3)  # csv.QUOTE_NONE: tabs separate, quotes are text
+    folder = local_dataset_folder(spec, base_dir)
+    if folder is not None:
+        path = str(folder)  # datasets would look for it in the current directory
     data_files = spec.data_files
     if data_files is not None:
         data_files = _resolve_files(data_files, base_dir)
+    data_dir = spec.data_dir
+    if data_dir and _data_dir_is_local(spec):
+        data_dir = str(resolve_path(base_dir, data_dir))
     split = spec.split
     if spec.limit is not None and "[" not in split:
         split = f"{split}[:{spec.limit}]"
     try:
-        loaded = datasets.load_dataset(
-            path,
-            spec.name,
-            data_files=data_files,
-            data_dir=str(_resolve(base_dir, spec.data_dir)) if spec.data_dir else None,
-            revision=spec.revision,
-            split=split,
-            **options,
-        )
+        with _quiet_datasets_logging():
+            loaded = datasets.load_dataset(
+                path, spec.name, data_files=data_files, data_dir=data_dir, revision=spec.revision, split=split, **options
+            )
     except Exception as error:  # datasets raises many types; all mean "could not load this"
-        raise DataError(f"could not load dataset '{spec.path}' ({type(error).__name__}: {error})") from None
+        raise _load_failure(name, spec, base_dir, error) from None
     feature = loaded.features.get(spec.label) if spec.label else None
     class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     return loaded.to_dict(), class_names
+
+
+def _refuse_unreachable_hub(name: str, spec: DatasetSpec, base_dir: Path) -> None:
+    """One attempt to reach the hub (workbench/hub.py) instead of half a minute of retries per file."""
+    from workbench.hub import hub_unreachable, offline
+
+    if not is_hub_dataset(spec, base_dir) or offline():
+        return
+    reason = hub_unreachable()
+    if reason:
+        raise DataError(
+            f"dataset '{name}': the Hugging Face hub cannot be reached ({reason}) to load '{spec.path}'",
+            hint="download it once and set HF_HUB_OFFLINE=1 to read the local cache, or give local data_files",
+        )
+
+
+def _load_failure(name: str, spec: DatasetSpec, base_dir: Path, error: Exception) -> DataError:
+    """A builder's exception as a DataError naming the dataset, its files and the exception's type.
+
+    For local files the builder's message is left out: pandas and pyarrow quote rows in theirs.
+    """
+    kinds = type(error).__name__
+    cause = error.__cause__ or error.__context__
+    if cause is not None and type(cause) is not type(error):
+        kinds += f" caused by {type(cause).__name__}"
+    files = _listed_files(spec)
+    if spec.data_dir:
+        files.append(spec.data_dir)
+    if files or local_dataset_folder(spec, base_dir) is not None:
+        where = ", ".join(files) or spec.path
+        return DataError(
+            f"dataset '{name}': the {spec.path} builder could not read {where} ({kinds})",
+            hint="its message is not shown, as it may quote the data; check the file's format and the builder "
+            "options (delimiter, quoting, encoding, field, ...)",
+        )
+    from workbench.hub import redact
+
+    return DataError(f"dataset '{name}': could not load '{spec.path}' ({kinds}: {redact(_first_line(error))})")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+class _quiet_datasets_logging:
+    """Silence datasets' own error logging while it loads: it prints the builder's message (with data) to stderr."""
+
+    def __enter__(self) -> None:
+        import logging
+
+        self._logger = logging.getLogger("datasets")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.CRITICAL)
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.setLevel(self._level)
+
+
+def _load_treebank(spec: DatasetSpec, base_dir: Path) -> list[Any]:
+    from workbench.data.treebank import read_conllu
+
+    sentences: list[Any] = []
+    for item, path in zip(_listed_files(spec), data_paths(spec, base_dir)):
+        read = read_conllu(path, limit=spec.limit)
+        if not read:
+            raise DataError(f"{item}: holds no sentence (an empty CoNLL-U file, or comments only)")
+        sentences += read
+    return sentences[: spec.limit]
 
 
 def _load_code(spec: DatasetSpec, base_dir: Path) -> list[Any]:
@@ -211,17 +422,31 @@ def _load_code(spec: DatasetSpec, base_dir: Path) -> list[Any]:
 
     options = {**PYTHON_CODE_OPTIONS, **spec.builder_options}
     if spec.data_dir:
-        return read_code_dir(_resolve(base_dir, spec.data_dir), limit=spec.limit)
+        return _some_code(spec.data_dir, read_code_dir(resolve_path(base_dir, spec.data_dir), limit=spec.limit))
     examples: list[Any] = []
-    for path in data_paths(spec, base_dir):
-        examples += read_code_jsonl(
+    for item, path in zip(_listed_files(spec), data_paths(spec, base_dir)):
+        read = read_code_jsonl(
             path,
             code_field=options["code_field"],
             name_field=options["name_field"],
             partition=options["partition"],
             limit=spec.limit,
         )
+        examples += _some_code(item, read)
     return examples[: spec.limit]
+
+
+def _some_code(item: str, read: Any) -> list[Any]:
+    """The examples a code reader produced; an error when it skipped every source it found."""
+    if not read and read.skipped:
+        first = read.skipped[0]
+        raise DataError(
+            f"{item}: no source could be read; all {len(read.skipped)} were skipped "
+            f"(the first, {first.location}: {first.reason})"
+        )
+    if not read:
+        raise DataError(f"{item}: holds no code (an empty file?)")
+    return list(read)
 
 
 def _listed_files(spec: DatasetSpec) -> list[str]:
@@ -241,13 +466,14 @@ def _listed_files(spec: DatasetSpec) -> list[str]:
 
 def _resolve_files(files: Any, base_dir: Path) -> Any:
     if isinstance(files, str):
-        return str(_resolve(base_dir, files))
+        return str(resolve_path(base_dir, files))
     if isinstance(files, list):
-        return [str(_resolve(base_dir, item)) for item in files]
+        return [str(resolve_path(base_dir, item)) for item in files]
     return {split: _resolve_files(value, base_dir) for split, value in files.items()}
 
 
-def _resolve(base_dir: Path, item: str) -> Path:
+def resolve_path(base_dir: Path, item: str) -> Path:
+    """A path as the recipe writes it, resolved against the recipe's folder (absolute paths stay)."""
     path = Path(item).expanduser()
     return path if path.is_absolute() else (base_dir / path).resolve()
 

@@ -6,12 +6,14 @@ in a basic tree are then exactly 1..n, so heads index the word list directly (0 
 
 The file is streamed one sentence block at a time, so the 14 MB EWT training file is never read
 whole; every block is parsed by `conllu` and checked, and any problem is reported at the
-`file:line` of the offending line. (`conllu.parse_incr` splits blocks the same way but cannot say
+`file:line` of the offending line, naming the column but never quoting the line (messages reach
+logs and the store; the data stays in the file). (`conllu.parse_incr` splits blocks the same way but cannot say
 on which line a problem lies, hence the small block reader here.)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import conllu
 from conllu.exceptions import ParseException
 
+from workbench.data.files import FileProblem, decoded_lines
 from workbench.errors import DataError
 
 _COLUMNS = 10  # ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC
@@ -63,15 +66,14 @@ def read_conllu(path: str | Path, limit: int | None = None) -> list[DependencySe
     if limit is not None and limit <= 0:
         return sentences
     try:
-        with path.open(encoding="utf-8") as handle:
-            for first_line, lines in _blocks(handle):
-                sentence = _sentence(path, first_line, lines)
-                if sentence is not None:
-                    sentences.append(sentence)
-                if limit is not None and len(sentences) >= limit:
-                    break
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        for first_line, lines in _blocks(text for _, text in decoded_lines(path, "utf-8")):
+            sentence = _sentence(path, first_line, lines)
+            if sentence is not None:
+                sentences.append(sentence)
+            if limit is not None and len(sentences) >= limit:
+                break
+    except FileProblem as problem:  # bytes that are not UTF-8, at their line and byte offset
+        raise DataError(f"{path}:{problem.line}: {problem.message}") from None
     return sentences
 
 
@@ -132,7 +134,22 @@ def _parse_block(path: Path, first_line: int, lines: list[str]) -> conllu.TokenL
         return conllu.parse_token_and_metadata("\n".join(lines))
     except ParseException as error:
         bad = next((offset for offset, line in enumerate(lines) if not _parses(line)), 0)
-        raise DataError(f"{path}:{first_line + bad}: {error}") from None
+        raise DataError(f"{path}:{first_line + bad}: {_without_values(error)}") from None
+
+
+def _without_values(error: ParseException) -> str:
+    """`conllu`'s message minus the value it quotes: messages name columns, never the data."""
+    match = re.match(r"Failed parsing field '(\w+)'", str(error))
+    if match:
+        return f"the {match[1]} field is not a valid {_FIELD_KINDS.get(match[1], 'value')}"
+    return "not a valid CoNLL-U token line"
+
+
+_FIELD_KINDS = {
+    "id": "ID (a number, a range such as 3-4, or 5.1)",
+    "head": "word id (an integer)",
+    "deps": "list of head:relation pairs",
+}
 
 
 def _parses(line: str) -> bool:
