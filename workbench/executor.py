@@ -85,6 +85,7 @@ def run_recipe(
     store.mark_dead_runs()
     cache = Cache(store_dir / "cache")
     cache.sweep_staging()
+    cache.sweep_locks()
     run_id = store.start_run(
         name=loaded.name,
         recipe_text=loaded.text,
@@ -122,7 +123,7 @@ def _finish_quietly(store: Store, run_id: int, status: str, error: str, progress
     try:
         store.finish_run(run_id, status, error)
     except StoreError as store_error:
-        progress.log(f"[yellow]warning:[/yellow] could not record run {run_id} as {status}: {store_error}")
+        progress.warn(f"could not record run {run_id} as {status}: {store_error}")
 
 
 def _record_what_was_used(store: Store, run_id: int, resources: RunResources, outcome: RunOutcome) -> None:
@@ -143,29 +144,83 @@ def _record_what_was_used(store: Store, run_id: int, resources: RunResources, ou
 def _run_step(
     step: PlannedStep, forced: bool, resources: RunResources, cache: Cache, store: Store, run_id: int
 ) -> StepOutcome:
+    """Load the step from the cache, wait for another process computing it, or compute it.
+
+    Problems with the cache (a damaged entry, a lost commit race) are logged, recorded on the step
+    (data['warnings'], which `show` prints) and worked around; they never fail the run.
+    """
     params_json = step.params.model_dump(mode="json")
     step_pk = store.start_step(run_id, step.step_id, step.kind, step.key, params_json)
     started = time.perf_counter()
-    note = None
-    if forced:
-        cache.discard(step.key)
-    elif cache.has(step.key):
+    warnings: list[str] = []
+    lock = None
+    try:
+        while True:
+            if not forced:
+                loaded = _load_cached(step, cache, resources, warnings)
+                if loaded is not None:
+                    result, manifest = loaded
+                    return _cached(step, step_pk, store, resources, result, manifest, warnings, started)
+            claim = cache.claim(step.key, on_wait=lambda holder: resources.progress.log(
+                f"step '{step.step_id}': waiting for {holder.describe()}, which is computing the same step"
+            ))
+            if claim.lock is not None:
+                lock = claim.lock
+                if forced or not cache.has(step.key):
+                    break
+                # Committed by another process between our look and the lock: load it.
+                lock.release()
+                lock = None
+            forced = False  # what the other process just computed is as fresh as a forced recompute
+        if cache.has(step.key):  # forced
+            cache.discard(step.key)
+        return _compute(step, step_pk, store, resources, cache, warnings, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _load_cached(
+    step: PlannedStep, cache: Cache, resources: RunResources, warnings: list[str]
+) -> tuple[StepResult, list[EntryFile]] | None:
+    """The cached result, or None; a damaged entry is discarded (so it is recomputed) and noted."""
+    if cache.has(step.key):
         try:
-            result, manifest = cache.load(step.key)
+            return cache.load(step.key)
         except CorruptEntry as error:
             note = f"{error}; recomputing"
-            resources.progress.log(f"[yellow]warning:[/yellow] {note}")
-            cache.discard(step.key)
-        else:
-            if "torch" in sys.modules:  # tensors for callers that use torch anyway; numpy otherwise
-                result.to_torch()
-            resources.results[step.step_id] = result
-            _record(store, step_pk, "cached", time.perf_counter() - started, result, manifest, step.key)
-            return StepOutcome(step.step_id, step.kind, step.key, "cached", time.perf_counter() - started, result)
+        cache.discard(step.key)
     elif cache.entry_dir(step.key).exists():
         note = f"cache entry {step.key[:12]} is incomplete (no manifest); recomputing"
-        resources.progress.log(f"[yellow]warning:[/yellow] {note}")
+        cache.discard(step.key)
+    else:
+        return None
+    if note not in warnings:
+        resources.progress.warn(note)
+        warnings.append(note)
+    return None
 
+
+def _cached(
+    step: PlannedStep,
+    step_pk: int,
+    store: Store,
+    resources: RunResources,
+    result: StepResult,
+    manifest: list[EntryFile],
+    warnings: list[str],
+    started: float,
+) -> StepOutcome:
+    if "torch" in sys.modules:  # tensors for callers that use torch anyway; numpy otherwise
+        result.to_torch()
+    resources.results[step.step_id] = result
+    _record(store, step_pk, "cached", time.perf_counter() - started, result, manifest, step.key, warnings)
+    return StepOutcome(step.step_id, step.kind, step.key, "cached", time.perf_counter() - started, result)
+
+
+def _compute(
+    step: PlannedStep, step_pk: int, store: Store, resources: RunResources, cache: Cache, warnings: list[str], started: float
+) -> StepOutcome:
     staging = cache.staging_dir(step.key)
     try:
         from workbench.device import seed_everything
@@ -173,24 +228,56 @@ def _run_step(
         seed_everything(resources.plan.recipe.recipe.seed)
         context = StepContext(resources, step, staging / "files")
         result = STEP_TYPES[step.kind]().run(context, step.params)
-        manifest = cache.commit(step.key, staging, result)
+        committed = cache.commit(step.key, staging, result)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, WorkbenchError):  # say which step failed; the message alone may not
-            error.message = f"step '{step.step_id}' ({step.kind}) failed: {error.message}"
+        failure = _disk_problem(error, cache) or error
+        if isinstance(failure, WorkbenchError):  # say which step failed; the message alone may not
+            failure.message = f"step '{step.step_id}' ({step.kind}) failed: {failure.message}"
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        store.finish_step(step_pk, status=status, duration_s=time.perf_counter() - started, error=_describe(error))
+        store.finish_step(step_pk, status=status, duration_s=time.perf_counter() - started, error=_describe(failure))
+        if failure is not error:
+            raise failure from None
         raise
-    result.files_dir = cache.entry_dir(step.key) / "files" if (cache.entry_dir(step.key) / "files").is_dir() else None
+    result = committed.result
+    if not committed.won:
+        note = "another process cached this step first; its result is the one recorded"
+        resources.progress.warn(f"step '{step.step_id}': {note}")
+        warnings.append(note)
+        if "torch" in sys.modules:
+            result.to_torch()
+    entry_files = cache.entry_dir(step.key) / "files"
+    result.files_dir = entry_files if entry_files.is_dir() else None
     resources.results[step.step_id] = result
     duration = time.perf_counter() - started
-    _record(store, step_pk, "done", duration, result, manifest, step.key)
-    return StepOutcome(step.step_id, step.kind, step.key, "done", duration, result, note)
+    _record(store, step_pk, "done", duration, result, committed.manifest, step.key, warnings)
+    return StepOutcome(step.step_id, step.kind, step.key, "done", duration, result, "; ".join(warnings) or None)
+
+
+def _disk_problem(error: BaseException, cache: Cache) -> StoreError | None:
+    """A step's own write that failed for lack of space or a read-only disk, as a StoreError naming it."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        from workbench.db.health import folder_error
+
+        return folder_error(error, cache.root, "cache folder")
+    return None
 
 
 def _record(
-    store: Store, step_pk: int, status: str, duration: float, result: StepResult, manifest: list[EntryFile], key: str
+    store: Store,
+    step_pk: int,
+    status: str,
+    duration: float,
+    result: StepResult,
+    manifest: list[EntryFile],
+    key: str,
+    warnings: list[str] | None = None,
 ) -> None:
+    data = result.data
+    if warnings:  # about this run's use of the cache, so recorded on the step, not stored in the entry
+        data = {**data, "warnings": [*(data.get("warnings") or []), *warnings]}
     store.finish_step(
         step_pk,
         status=status,
@@ -198,7 +285,7 @@ def _record(
         metrics={name: float(value) for name, value in result.metrics.items()},
         head_scores={name: _float_lists(grid) for name, grid in result.head_scores.items()},
         layer_scores={name: _float_lists(line) for name, line in result.layer_scores.items()},
-        data=result.data,
+        data=data,
         artifacts=[
             {"name": f.path, "kind": _artifact_kind(f.path), "cache_key": key, "sha256": f.sha256, "bytes": f.bytes}
             for f in manifest

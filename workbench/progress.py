@@ -63,4 +63,11 @@ class ProgressReporter:
             self._progress.remove_task(task)
 
     def log(self, message: str) -> None:
+        """A line of the reporter's own markup (callers escape what they quote: rich.markup.escape)."""
         self.console.print(message)
+
+    def warn(self, message: str) -> None:
+        """'warning: <message>', the message shown as plain text (it may quote paths or data)."""
+        from rich.text import Text
+
+        self.console.print(Text.assemble(("warning:", "yellow"), " ", message))

@@ -84,3 +84,13 @@ class RunDetail:
 
     def step(self, step_id: str) -> StepRecord | None:
         return next((step for step in self.steps if step.step_id == step_id), None)
+
+
+@dataclass(frozen=True)
+class RemovedRuns:
+    """What Store.delete_runs did."""
+
+    removed: list[int]
+    not_found: list[int]
+    still_running: list[int]  # kept: a live process is writing them
+    steps: int  # step rows removed with the runs

@@ -1,7 +1,9 @@
-"""The results store: runs, steps, metrics and scores in any SQLAlchemy database (SQLite by default).
+"""The results store: runs, steps, metrics and scores in SQLite (the default) or PostgreSQL.
 
 Every write is one short transaction, so several `workbench run` processes can share a store:
 SQLite runs in WAL mode with a busy timeout, and writers wait for each other instead of failing.
+Opening a store checks it (a damaged SQLite file, a database gone from beside its cache, a
+read-only folder) and brings an older schema up to date (workbench/db/migrations).
 """
 
 from __future__ import annotations
@@ -9,20 +11,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from workbench.db import health, migrations
 from workbench.db.orm import (
-    Base,
     SqlArtifact,
     SqlHeadScore,
     SqlLayerScore,
@@ -35,14 +37,17 @@ from workbench.db.records import (
     ArtifactRecord,
     HeadScores,
     LayerScores,
+    RemovedRuns,
     RunDetail,
     RunSummary,
     StepRecord,
 )
+from workbench.db.urls import checked_url, mask_url, sqlite_path
 from workbench.errors import StoreError
 from workbench.processes import HOST, process_alive, process_start_time
 
 BUSY_TIMEOUT_S = 60
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def now() -> datetime:
@@ -50,29 +55,77 @@ def now() -> datetime:
 
 
 def default_store_dir() -> Path:
+    """`WORKBENCH_HOME`, else ./store: the CLI's rule before workbench.store_location.locate_store,
+    kept until the CLI calls that instead."""
     return Path(os.environ.get("WORKBENCH_HOME", "store"))
 
 
 def database_url(store_dir: Path) -> str:
     """`WORKBENCH_DB` wins (any SQLAlchemy URL); else SQLite inside the store folder."""
-    return os.environ.get("WORKBENCH_DB") or f"sqlite:///{(store_dir / 'workbench.sqlite').resolve()}"
+    return os.environ.get("WORKBENCH_DB") or f"sqlite:///{(store_dir / health.DATABASE_FILE).resolve()}"
 
 
 class Store:
-    def __init__(self, url: str):
-        self.url = url
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    """The store at a database URL.
+
+    `create=False` opens an existing store only (browsing): it never creates a file, a folder or a
+    table, and raises StoreError "no store at ..." instead. `store_dir`, when given, is the folder
+    whose cache belongs with the database: a SQLite file of that folder that has gone missing or
+    empty while the cache still has entries is an error, not a fresh start.
+    """
+
+    def __init__(self, url: str, *, create: bool = True, store_dir: Path | None = None):
+        self.url: URL = checked_url(url)
+        self.display_url = mask_url(self.url)
+        path = sqlite_path(self.url)
+        self.database_path: Path | None = Path(path).resolve() if path else None
+        own_cache = None
+        if self.database_path is not None and store_dir is not None:
+            if self.database_path.parent == Path(store_dir).resolve():
+                own_cache = Path(store_dir) / "cache"
+        self._own_cache = own_cache
+        if self.database_path is not None:
+            self._check_sqlite_file(create)
         try:
-            self.engine = _make_engine(url)
-            self._create_tables()
-        except SQLAlchemyError as error:
-            raise StoreError(f"cannot open the store at {url}: {error}") from None
+            self.engine = _make_engine(self.url)
+        except SQLAlchemyError as error:  # e.g. a driver that fails to load
+            raise health.explain(error, doing="cannot open the store", database=self.display_url, path=self.database_path) from None
+        try:
+            self._prepare_schema(create)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, store_dir: Path | None = None) -> "Store":
-        return cls(database_url(store_dir or default_store_dir()))
+    def open(cls, store_dir: Path | None = None, *, create: bool = True) -> "Store":
+        """The store of a folder (its SQLite file, or `WORKBENCH_DB`), created if new unless create=False.
+
+        Without a folder, the one workbench.store_location finds from the current folder.
+        """
+        if store_dir is None:
+            from workbench.store_location import locate_store
+
+            store_dir = locate_store().store_dir
+        store_dir = Path(store_dir)
+        if not create and not os.environ.get("WORKBENCH_DB") and not store_dir.is_dir():
+            raise StoreError(f"no store at {store_dir}; {health.NO_STORE_HINT}")
+        return cls(database_url(store_dir), create=create, store_dir=store_dir)
+
+    def close(self) -> None:
+        """Release the connections (a PostgreSQL database can only be dropped once nobody holds one)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_revision(self) -> str | None:
+        with self._connection("read the schema version") as connection:
+            return migrations.read_state(connection).revision
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -83,24 +136,75 @@ class Store:
             session.commit()
         except SQLAlchemyError as error:
             session.rollback()
-            raise StoreError(f"store write failed: {error}") from None
+            raise self._explain(error, "the store failed") from None
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
 
-    def _create_tables(self) -> None:
-        # Two processes may create a fresh store at once; the loser finds the tables already there.
-        for attempt in range(5):
+    # ---- opening -------------------------------------------------------------------------------
+
+    def _check_sqlite_file(self, create: bool) -> None:
+        path = self.database_path
+        assert path is not None
+        health.check_database_file(path, create=create, cache_dir=self._own_cache)
+        if create:
             try:
-                Base.metadata.create_all(self.engine)
-                _add_missing_columns(self.engine)
-                return
-            except OperationalError:
-                if attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise health.folder_error(error, path.parent) from None
+        health.check_folder_writable(path.parent)
+
+    def _prepare_schema(self, create: bool) -> None:
+        """Check the file, then create or upgrade the schema as needed (one query when it is current)."""
+        if self.database_path is not None:
+            self._quick_check()
+        with self._connection("cannot open the store") as connection:
+            state = migrations.read_state(connection)
+        if state.empty:
+            entries = health.cache_entry_count(self._own_cache) if self._own_cache else 0
+            if entries and self._own_cache is not None and self.database_path is not None:
+                raise health.orphaned_cache(entries, "empty", self.database_path, self._own_cache)
+            if not create:
+                where = self.database_path.parent if self.database_path else self.display_url
+                raise StoreError(f"no store at {where}; {health.NO_STORE_HINT}")
+        if not state.current:
+            try:
+                migrations.upgrade(self.engine)
+            except SQLAlchemyError as error:
+                raise self._explain(error, "cannot bring the store's schema up to date") from None
+
+    def _quick_check(self) -> None:
+        """PRAGMA quick_check, once per process for each state of the file (it reads every page)."""
+        path = self.database_path
+        assert path is not None
+        try:
+            stat = path.stat()
+        except OSError:
+            return
+        seen = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if seen in _CHECKED_FILES:
+            return
+        with self._connection("cannot open the store") as connection:
+            try:
+                problems = health.check_rows(connection.connection.driver_connection, "quick_check", 5)
+            except sqlite3.Error as error:  # the driver's own error: a lock held too long
+                raise health.explain(error, doing="cannot open the store", database=self.display_url, path=path) from None
+        if problems != ["ok"]:
+            raise health.damaged(path, "; ".join(problems))
+        _CHECKED_FILES.add(seen)
+
+    @contextmanager
+    def _connection(self, doing: str) -> Iterator[Any]:
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except SQLAlchemyError as error:
+            raise self._explain(error, doing) from None
+
+    def _explain(self, error: SQLAlchemyError, doing: str) -> StoreError:
+        return health.explain(error, doing=doing, database=self.display_url, path=self.database_path)
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -116,6 +220,8 @@ class Store:
         overrides: list[str],
         environment: dict[str, Any],
     ) -> int:
+        if not INT64[0] <= seed <= INT64[1]:
+            raise StoreError(f"seed {seed} does not fit the store's 64-bit seed column", hint="use a seed below 2**63")
         with self.session() as session:
             recipe = self._recipe_row(session, recipe_hash, name, recipe_path, recipe_text)
             run = SqlRun(
@@ -137,18 +243,26 @@ class Store:
 
     @staticmethod
     def _recipe_row(session: Session, content_hash: str, name: str, path: str | None, text: str) -> SqlRecipe:
-        """The recipe's row, created if new. Two processes may create it at once: the loser re-reads."""
+        """The recipe's row, created if new. Two processes may create it at once: the loser's insert does nothing.
+
+        INSERT ... ON CONFLICT DO NOTHING rather than a savepoint: when SQLite aborts a transaction
+        (a full disk), a savepoint's rollback fails with "no such savepoint" and hides the cause.
+        """
         query = select(SqlRecipe).where(SqlRecipe.content_hash == content_hash)
         recipe = session.scalar(query)
         if recipe is not None:
             return recipe
-        try:
-            with session.begin_nested():
-                recipe = SqlRecipe(content_hash=content_hash, name=name, path=path, text=text, created_at=now())
-                session.add(recipe)
-            return recipe
-        except IntegrityError:
-            return session.scalars(query).one()
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        session.execute(
+            insert(SqlRecipe)
+            .values(content_hash=content_hash, name=name, path=path, text=text, created_at=now())
+            .on_conflict_do_nothing(index_elements=["content_hash"])
+        )
+        return session.scalars(query).one()
 
     def update_environment(self, run_id: int, extra: dict[str, Any]) -> None:
         with self.session() as session:
@@ -229,7 +343,40 @@ class Store:
                     marked.append(run.id)
         return marked
 
+    def delete_runs(self, run_ids: Iterable[int]) -> RemovedRuns:
+        """Delete runs with their steps, metrics, scores and artifact rows; a run still running is kept.
+
+        Cache entries are left alone (`workbench gc` removes those no run refers to any more), and
+        so are recipes other runs still use.
+        """
+        wanted = sorted(set(run_ids))
+        self.mark_dead_runs()  # a run whose process is gone is not 'running'
+        with self.session() as session:
+            rows = {run.id: run for run in session.scalars(select(SqlRun).where(SqlRun.id.in_(wanted)))} if wanted else {}
+            live = [run_id for run_id, run in rows.items() if run.status == "running"]
+            doomed = [run_id for run_id in rows if run_id not in live]
+            steps = session.scalar(select(func.count(SqlStep.id)).where(SqlStep.run_id.in_(doomed))) if doomed else 0
+            if doomed:
+                # The database cascades to metrics, scores and artifacts (foreign keys with ON DELETE CASCADE).
+                session.execute(delete(SqlStep).where(SqlStep.run_id.in_(doomed)))
+                session.execute(delete(SqlRun).where(SqlRun.id.in_(doomed)))
+                used = select(SqlRun.recipe_id)
+                session.execute(delete(SqlRecipe).where(SqlRecipe.id.not_in(used)))
+        return RemovedRuns(
+            removed=sorted(doomed),
+            not_found=[run_id for run_id in wanted if run_id not in rows],
+            still_running=sorted(live),
+            steps=steps or 0,
+        )
+
     # ---- reading -------------------------------------------------------------------------------
+
+    def cache_keys_in_use(self) -> set[str]:
+        """Every cache key a step of some run has (the entries `workbench gc` must keep)."""
+        with self.session() as session:
+            keys = set(session.scalars(select(SqlStep.key).distinct()))
+            keys.update(session.scalars(select(SqlArtifact.cache_key).distinct()))
+        return keys
 
     def list_runs(self, limit: int | None = None) -> list[RunSummary]:
         with self.session() as session:
@@ -242,7 +389,7 @@ class Store:
         """A run id, 'latest', or a recipe name (its latest run) -> run id."""
         with self.session() as session:
             if reference.isdigit():
-                if session.get(SqlRun, int(reference)) is None:
+                if int(reference) > INT64[1] or session.get(SqlRun, int(reference)) is None:
                     raise StoreError(f"no run with id {reference}", hint="`workbench runs` lists the runs")
                 return int(reference)
             query = select(func.max(SqlRun.id))
@@ -274,20 +421,6 @@ class Store:
             )
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Give a store written by an earlier version the nullable columns added since (e.g. runs.pid_started)."""
-    from sqlalchemy import inspect, text
-
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(dialect=engine.dialect)
-                with engine.begin() as connection:
-                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-
-
 # Runs this process is executing now (so mark_dead_runs never interrupts its own live run).
 _LIVE_RUNS: set[int] = set()
 
@@ -300,8 +433,12 @@ def unregister_live_run(run_id: int) -> None:
     _LIVE_RUNS.discard(run_id)
 
 
-def _make_engine(url: str) -> Engine:
-    if not url.startswith("sqlite"):
+# Database files that passed quick_check in this process, as (path, size, mtime_ns, inode).
+_CHECKED_FILES: set[tuple[str, int, int, int]] = set()
+
+
+def _make_engine(url: URL) -> Engine:
+    if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
 
