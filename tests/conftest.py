@@ -105,3 +105,9 @@ def _no_store_from_the_environment(monkeypatch):
     """A developer's WORKBENCH_DB / WORKBENCH_HOME must never receive test runs; tests set them explicitly."""
     monkeypatch.delenv("WORKBENCH_DB", raising=False)
     monkeypatch.delenv("WORKBENCH_HOME", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_store(monkeypatch, tmp_path_factory):
+    """The per-user default store (XDG_DATA_HOME/workbench) of a test is a fresh folder, never the developer's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))

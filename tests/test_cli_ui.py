@@ -139,7 +139,18 @@ def test_unknown_run_is_a_clear_error(browsed, args, message, tmp_path, monkeypa
     assert not (tmp_path / "x.zip").exists()
 
 
+def test_browsing_never_creates_a_store(tmp_path):
+    for command in (["show"], ["runs"], ["compare", "1", "2"], ["rm", "1"], ["gc"]):
+        result = cli(*command, "--store", tmp_path / "empty")
+        assert result.code == 2 and "no store at" in result.text and "run a recipe first or pass --store" in result.text
+        assert f"store: {tmp_path / 'empty'} (from --store)" in result.text
+    assert not (tmp_path / "empty").exists()
+
+
 def test_show_on_an_empty_store(tmp_path):
+    from workbench.db.store import Store
+
+    Store.open(tmp_path / "empty")  # created, with no run
     result = cli("show", "--store", tmp_path / "empty")
     assert result.code == 2 and "no runs in the store yet" in result.text
 

@@ -256,7 +256,8 @@ def test_workbench_db_names_the_database(one_step, tmp_path, store_dir, monkeypa
     assert list((store_dir / "cache").glob("??/*/manifest.json")), "the cache still lives in the store folder"
     assert len(cli("runs", "--json", "--store", tmp_path / "any").json()) == 1  # the URL wins over --store
     monkeypatch.delenv("WORKBENCH_DB")
-    assert cli("runs", "--json", "--store", tmp_path / "other").json() == []
+    other = cli("runs", "--json", "--store", tmp_path / "other")  # no database there: none is created
+    assert other.code == 2 and "no store at" in other.text and not (tmp_path / "other").exists()
 
 
 def test_workbench_home_and_store_option_name_the_folder(one_step, tmp_path, monkeypatch):

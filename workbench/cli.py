@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
 from workbench.errors import RecipeErrors, RunInterrupted, WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.db.store import Store
+    from workbench.store_location import StoreLocation
 
 app = typer.Typer(
     name="workbench",
@@ -54,7 +58,12 @@ def _options(
 
 StoreOption = Annotated[
     Optional[Path],
-    typer.Option("--store", help="store folder (default: $WORKBENCH_HOME or ./store)", show_default=False),
+    typer.Option(
+        "--store",
+        help="store folder (default: $WORKBENCH_HOME, else the nearest store/ above the recipe or the current "
+        "folder, else the per-user store)",
+        show_default=False,
+    ),
 ]
 SetOption = Annotated[
     Optional[list[str]],
@@ -62,10 +71,21 @@ SetOption = Annotated[
 ]
 
 
-def _store_dir(store: Path | None) -> Path:
-    from workbench.db.store import default_store_dir
+def _locate(store: Path | None, recipe: Path | None = None) -> "StoreLocation":
+    """Where the store is (store_location.py), said on stderr so a run never lands somewhere unexpected."""
+    from rich.text import Text
 
-    return store or default_store_dir()
+    from workbench.store_location import locate_store
+
+    location = locate_store(store, recipe=recipe)
+    err.print(Text(location.describe(), style="dim"), soft_wrap=True)
+    return location
+
+
+def _reading(store: Path | None) -> tuple["Store", "StoreLocation"]:
+    """The store for a browsing command: opened read-only, never created."""
+    location = _locate(store)
+    return location.open(create=False), location
 
 
 @app.command()
@@ -85,18 +105,17 @@ def run(
     from workbench.recipe.loader import load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
-    store_dir = _store_dir(store)
+    location = _locate(store, recipe)
     if dry_run:
         from workbench.ui.views import plan_table
 
-        out.print(plan_table(plan_only(loaded, store_dir, force or [])))
+        out.print(plan_table(plan_only(loaded, location.store_dir, force or [])))
         return
-    outcome = run_recipe(loaded, store_dir, force=force or [])
+    outcome = run_recipe(loaded, location.store_dir, force=force or [])
     if not quiet:
-        from workbench.db.store import Store
         from workbench.ui.views import run_summary
 
-        out.print(run_summary(Store.open(store_dir).get_run(outcome.run_id)))  # type: ignore[arg-type]
+        out.print(run_summary(location.open(create=False).get_run(outcome.run_id)))  # type: ignore[arg-type]
 
 
 @app.command()
@@ -122,7 +141,7 @@ def runs(
     from workbench.db.store import Store
     from workbench.ui.views import runs_json, runs_table
 
-    db = Store.open(_store_dir(store))
+    db, _ = _reading(store)
     db.mark_dead_runs()
     listed = db.list_runs(limit)
     if as_json:
@@ -143,18 +162,17 @@ def show(
     ] = None,
 ) -> None:
     """Show a run: its steps, metrics, heatmaps, curves, tables and saved attention maps."""
-    from workbench.db.store import Store
     from workbench.ui.selection import check_selection
     from workbench.ui.views import run_json, run_view
 
-    db = Store.open(_store_dir(store))
+    db, location = _reading(store)
     db.mark_dead_runs()
     detail = db.get_run(run_ref)
     check_selection(detail, step, score)
     if as_json:
         print(json.dumps(run_json(detail), indent=1))
     else:
-        out.print(run_view(detail, step_ids=step, scores=score, cache_dir=_store_dir(store) / "cache", maps=map_))
+        out.print(run_view(detail, step_ids=step, scores=score, cache_dir=location.cache_dir, maps=map_))
 
 
 @app.command()
@@ -167,16 +185,40 @@ def compare(
     tolerance: Annotated[float, typer.Option(help="differences at most this large count as equal", min=0)] = 1e-9,
 ) -> None:
     """Compare two runs: metric deltas, head- and layer-score differences (B - A)."""
-    from workbench.db.store import Store
     from workbench.ui.comparison import compare_runs
     from workbench.ui.views import compare_view
 
-    db = Store.open(_store_dir(store))
+    db, _ = _reading(store)
     a, b = db.get_run(run_a), db.get_run(run_b)
     if as_json:
         print(json.dumps(compare_runs(a, b, changed_only=changed, tolerance=tolerance).as_json(), indent=1))
     else:
         out.print(compare_view(a, b, changed_only=changed, tolerance=tolerance))
+
+
+@app.command()
+def plot(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="run id, recipe name (its latest run) or 'latest'")] = "latest",
+    output: Annotated[Path, typer.Option("--output", "-o", help="a file (one figure) or a folder (one file per figure)")] = Path("figures"),
+    fmt: Annotated[Optional[str], typer.Option("--format", help="png, svg or pdf (default: the file's suffix, else png)")] = None,
+    step: Annotated[Optional[list[str]], typer.Option("--step", help="only these steps (repeatable)")] = None,
+    score: Annotated[Optional[list[str]], typer.Option("--score", help="only these head/layer scores")] = None,
+    map_: Annotated[Optional[list[str]], typer.Option("--map", help="saved attention maps: LAYER or LAYER:HEAD")] = None,
+    compare_with: Annotated[Optional[str], typer.Option("--compare", metavar="B", help="difference figures B - RUN")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Draw a run's figures (matplotlib): heatmaps, curves, probes, syntax, CAT, attention maps, speeds."""
+    from workbench.figures import compare_figures, run_figures, write_figures
+
+    db, location = _reading(store)
+    detail = db.get_run(run_ref)
+    if compare_with is not None:
+        figures = compare_figures(detail, db.get_run(compare_with), step, score)
+    else:
+        figures = run_figures(detail, location.cache_dir, step, score, maps=map_)
+    written = write_figures(figures, output, fmt)
+    for path in written:
+        out.print(f"wrote {path}")
 
 
 @app.command()
@@ -187,11 +229,60 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
 ) -> None:
     """Bundle a run's recipe, results and provenance into a zip to share."""
-    from workbench.db.store import Store
     from workbench.export import export_run
 
-    path = export_run(Store.open(_store_dir(store)).get_run(run_ref), output, overwrite=force)
+    db, _ = _reading(store)
+    path = export_run(db.get_run(run_ref), output, overwrite=force)
     out.print(f"wrote {path}")
+
+
+@app.command()
+def rm(
+    run_ids: Annotated[list[int], typer.Argument(metavar="RUN...", help="ids of the runs to remove")],
+    store: StoreOption = None,
+) -> None:
+    """Remove runs from the store (their cache entries stay until `workbench gc`)."""
+    from workbench.maintenance import remove_runs
+
+    db, _ = _reading(store)
+    report = remove_runs(db, run_ids)
+    _print_lines(report.lines())
+    if report.not_found:
+        raise typer.Exit(2)
+
+
+@app.command()
+def gc(
+    store: StoreOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be removed; remove nothing")] = False,
+) -> None:
+    """Remove the cache entries no run in the store uses, and what dead processes left behind."""
+    from workbench.maintenance import garbage_collect
+
+    location = _locate(store)
+    _print_lines(garbage_collect(location.store_dir, dry_run=dry_run).lines())
+
+
+@app.command()
+def verify(
+    store: StoreOption = None,
+    no_repair: Annotated[bool, typer.Option("--no-repair", help="only report: keep damaged cache entries")] = False,
+) -> None:
+    """Re-hash every cache entry and check the database; discard damaged entries (exit 1 if damage was found)."""
+    from workbench.maintenance import verify as verify_store
+
+    location = _locate(store)
+    report = verify_store(location.store_dir, repair=not no_repair)
+    _print_lines(report.lines())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_lines(lines: list[str]) -> None:
+    from rich.text import Text
+
+    for line in lines:
+        out.print(Text(line), soft_wrap=True)
 
 
 def main() -> None:
