@@ -130,6 +130,10 @@ def damaged(path: Path, problem: str) -> StoreError:
     return StoreError(f"the database {path} is damaged: {problem}", hint=recovery_hint(path))
 
 
+class DatabaseLocked(StoreError):
+    """SQLite answered "database is locked": another process holds the lock, or a lock upgrade would deadlock."""
+
+
 def explain(error: SQLAlchemyError | sqlite3.Error, *, doing: str, database: str, path: Path | None) -> StoreError:
     """A driver error (or SQLAlchemy's wrapper of one) as a StoreError that names its cause, passwords masked."""
     raw = getattr(error, "orig", None) or error
@@ -152,7 +156,7 @@ def explain(error: SQLAlchemyError | sqlite3.Error, *, doing: str, database: str
                 return StoreError(f"{doing}: {cause.message}", hint=cause.hint)
             return StoreError(f"{doing}: SQLite cannot open {path} ({text})")
         if "database is locked" in lowered:
-            return StoreError(
+            return DatabaseLocked(
                 f"{doing}: the database {path} stayed locked by another process for too long",
                 hint="another `workbench` is writing to this store; wait for it, or check for a hung process",
             )

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -91,11 +92,28 @@ class Store:
         except SQLAlchemyError as error:  # e.g. a driver that fails to load
             raise health.explain(error, doing="cannot open the store", database=self.display_url, path=self.database_path) from None
         try:
-            self._prepare_schema(create)
+            self._prepare_schema_patiently(create)
         except BaseException:
             self.engine.dispose()
             raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _prepare_schema_patiently(self, create: bool, attempts: int = 5) -> None:
+        """`_prepare_schema`, tried again when SQLite refuses a lock at once.
+
+        Processes opening a fresh file together race on its first lock upgrades (rollback journal
+        until one of them switches it to WAL); SQLite answers one of a would-be deadlock with
+        "database is locked" without waiting for the busy timeout. A later attempt finds the schema
+        made or being made by the winner, under the migration lock.
+        """
+        for attempt in range(attempts):
+            try:
+                self._prepare_schema(create)
+                return
+            except health.DatabaseLocked:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     @classmethod
     def open(cls, store_dir: Path | None = None, *, create: bool = True) -> "Store":
@@ -328,6 +346,77 @@ class Store:
             )
             session.add_all(SqlArtifact(step_pk=step_pk, **artifact) for artifact in artifacts or [])
 
+    def import_run(self, run: RunDetail, *, recipe_hash: str, imported_from: str, host: str) -> int:
+        """Record a run made elsewhere (workbench/bundles/importing.py), all of it in one transaction.
+
+        `run` is the bundle's run, already checked; its id is the exporter's and is not kept (this
+        store numbers its own runs). The run keeps its status, times, steps and every value; it is
+        never 'running', so `mark_dead_runs` leaves it alone whatever `host` says.
+        """
+        if not INT64[0] <= run.seed <= INT64[1]:
+            raise StoreError(f"seed {run.seed} does not fit the store's 64-bit seed column")
+        summary = run.summary
+        with self.session() as session:
+            recipe = self._recipe_row(session, recipe_hash, run.recipe_name, run.recipe_path, run.recipe_text)
+            row = SqlRun(
+                recipe_id=recipe.id,
+                name=summary.name,
+                status=summary.status,
+                started_at=summary.started_at,
+                finished_at=summary.finished_at,
+                host=host,
+                pid=0,
+                pid_started=None,
+                device=summary.device,
+                seed=run.seed,
+                overrides=json.dumps(run.overrides),
+                environment=json.dumps(run.environment, default=str),
+                error=run.error,
+                imported_from=imported_from,
+            )
+            session.add(row)
+            session.flush()
+            for step in run.steps:
+                step_row = SqlStep(
+                    run_id=row.id,
+                    step_id=step.step_id,
+                    kind=step.kind,
+                    key=step.key,
+                    status=step.status,
+                    started_at=summary.started_at,
+                    finished_at=summary.finished_at,
+                    duration_s=step.duration_s,
+                    params=json.dumps(step.params, default=str),
+                    data=json.dumps(step.data, default=str),
+                    error=step.error,
+                )
+                session.add(step_row)
+                session.flush()
+                pk = step_row.id
+                session.add_all(SqlMetric(step_pk=pk, name=n, value=_number(v)) for n, v in step.metrics.items())
+                session.add_all(
+                    SqlHeadScore(step_pk=pk, name=grid.name, layer=layer, head=head, value=_number(value))
+                    for grid in step.head_scores
+                    for layer, cells in enumerate(grid.values)
+                    for head, value in enumerate(cells)
+                )
+                session.add_all(
+                    SqlLayerScore(step_pk=pk, name=line.name, layer=layer, value=_number(value))
+                    for line in step.layer_scores
+                    for layer, value in enumerate(line.values)
+                )
+                session.add_all(
+                    SqlArtifact(step_pk=pk, name=a.name, kind=a.kind, cache_key=a.cache_key, sha256=a.sha256, bytes=a.bytes)
+                    for a in step.artifacts
+                )
+            return row.id
+
+    def imported_runs(self) -> dict[int, dict[str, Any]]:
+        """{run id: its environment} of the runs that came from bundles (to find a bundle imported twice)."""
+        with self.session() as session:
+            query = select(SqlRun.id, SqlRun.environment).where(SqlRun.imported_from.is_not(None))
+            return {run_id: json.loads(environment) for run_id, environment in session.execute(query)}
+
     def mark_dead_runs(self) -> list[int]:
         """Runs left 'running' by a process of this host that no longer exists become 'interrupted'."""
         host = HOST
@@ -444,12 +533,20 @@ def _make_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+        connection.isolation_level = None  # pysqlite must not begin transactions itself: see _begin_immediate
         cursor = connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        # A deferred transaction that reads, then writes, cannot wait for the write lock: when another
+        # process committed meanwhile SQLite answers SQLITE_BUSY at once (its snapshot is stale), and
+        # the busy timeout never applies. Taking the write lock up front makes writers queue instead.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -475,6 +572,7 @@ def _summary(run: SqlRun) -> RunSummary:
         steps_cached=statuses.count("cached"),
         steps_failed=statuses.count("failed"),
         recipe_hash=run.recipe.content_hash,
+        imported_from=run.imported_from,
     )
 
 
