@@ -111,3 +111,29 @@ def test_importance_under_a_mask_uses_the_mask(bert):
     plain = head_importance(bert, task, batch_size=6, normalize_by_layer=False, normalize_global=False)
     assert not torch.allclose(masked.raw, plain.raw)
     assert not torch.isnan(masked.raw).any()  # masked, not pruned: gradients still exist
+
+
+@pytest.mark.parametrize("head", ["sequence-classification", "causal-lm"])
+def test_batch_granularity_keeps_the_reference_groups_and_micro_batches_change_nothing(tiny_model_dir, head):
+    """Groups are consecutive examples (run_bertology's SequentialSampler); cutting each group into
+    length-sorted micro-batches gives the gradient of one pass per group (the gradient is linear)."""
+    loaded = load_model(str(tiny_model_dir("gpt2", head)), head=head)
+    task = _task(loaded, n=12)
+    if head == "causal-lm":
+        task = TaskData(task.encodings, None, "lm")
+    options = dict(granularity="batch", normalize_by_layer=False, normalize_global=False)
+    micro = head_importance(loaded, task, batch_size=6, micro_batch_size=2, **options)
+    whole = head_importance(loaded, task, batch_size=6, micro_batch_size=6, **options)
+    assert torch.allclose(micro.raw, whole.raw, rtol=1e-5, atol=1e-9)
+
+    # By hand: |d mean loss / dxi| of examples 0..5 plus that of 6..11.
+    total = torch.zeros(2, 4, dtype=torch.float64)
+    for group in (list(range(6)), list(range(6, 12))):
+        batch = collate(task.encodings, group)
+        gates = torch.ones(2, 4, requires_grad=True)
+        with head_hooks(gates=gates):
+            loss = batch_loss(loaded, batch, task)
+        objective = loss.outputs.sum() / loss.tokens.sum() if head == "causal-lm" else loss.losses.mean()
+        (gradient,) = torch.autograd.grad(objective, gates)
+        total += gradient.abs().double()
+    assert torch.allclose(micro.raw.double(), total / task.encodings.num_tokens, rtol=1e-4, atol=1e-10)

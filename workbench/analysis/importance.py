@@ -56,8 +56,16 @@ def head_importance(
     seed: int = 0,
     track: Callable[[Iterable[Batch], int], Iterable[Batch]] | None = None,
     naive: bool = False,
+    micro_batch_size: int = 32,
 ) -> ImportanceResult:
     """Importance of every head on a task, optionally under a head mask [layers, heads] of 0/1.
+
+    Granularity `batch` is the reference script's: |dL(group)/dxi| per group of `batch_size`
+    consecutive examples (its SequentialSampler's boundaries), L the mean loss of the group. A group
+    need not be one forward pass: its signed gradient is accumulated over length-sorted micro-batches
+    of `micro_batch_size` (exact: the gradient is linear in the examples' losses), so a group of 256
+    does not pay for padding every example to the group's longest one. The other granularities are
+    per example, so their batches are simply length-sorted.
 
     `naive=True` is the plain baseline the benchmark compares against: parameters requiring
     gradients, eager attention and padding to max_length, one backward per batch.
@@ -75,15 +83,24 @@ def head_importance(
     gradient_sum = torch.zeros(shape, dtype=torch.float64, device=device)
     entropy = EntropyAccumulator(shape, device) if compute_entropy else None
     scores = ScoreAccumulator(task)
-    order = batch_order(task.encodings.lengths, batch_size)
     pad_to = task.encodings.max_length if naive else None
-    batches: Iterable[Batch] = (collate(task.encodings, indices, device, pad_to) for indices in order)
+    plan = _batch_plan(task, granularity, batch_size, micro_batch_size, naive)  # [(group, indices)]
+    batches: Iterable[tuple[int, Batch]] = (
+        (group, collate(task.encodings, indices, device, pad_to)) for group, indices in plan
+    )
     if track is not None:
-        batches = track(batches, len(order))
+        batches = track(batches, len(plan))  # type: ignore[arg-type,assignment]
 
     started = time.perf_counter()
+    group_gradient = torch.zeros(shape, dtype=torch.float64, device=device)  # signed, of the current group
+    group_size, current = 0, None
     with frozen_parameters(model, keep_parameters=naive), torch.enable_grad():
-        for batch in batches:
+        for group, batch in batches:
+            if granularity == "batch" and group != current:
+                if current is not None:
+                    gradient_sum += (group_gradient / group_size).abs()
+                group_gradient.zero_()
+                group_size, current = 0, group
             gates = _gates_for(granularity, base_gates, batch)  # requires grad
             observers = [entropy.observer(batch.attention_mask)] if entropy else []
             with head_hooks(gates=gates, observers=observers, eager=naive):
@@ -94,10 +111,16 @@ def head_importance(
                 gradient = gates.grad
             else:  # only the path to the gates: no weight gradients are computed
                 (gradient,) = torch.autograd.grad(objective, gates)
-            gradient_sum += _absolute_per_granularity(gradient, granularity, batch).double()
+            if granularity == "batch":  # d(sum of the micro-batch's losses)/dxi; the group's mean comes last
+                group_gradient += gradient.double()
+                group_size += int(loss.tokens.sum()) if task.kind == "lm" else len(batch)
+            else:
+                gradient_sum += _absolute_per_granularity(gradient, granularity, batch).double()
             scores.add(batch, loss)
             if naive:
                 model.zero_grad(set_to_none=True)
+        if granularity == "batch" and current is not None:
+            gradient_sum += (group_gradient / group_size).abs()
     seconds = time.perf_counter() - started
 
     tokens = task.encodings.num_tokens
@@ -140,16 +163,34 @@ def _gates_for(granularity: str, base: torch.Tensor, batch: Batch) -> torch.Tens
 
 
 def _objective(loss, task: TaskData, granularity: str) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """What to differentiate: the batch's loss, or the sum of per-example losses.
+    """What to differentiate: the sum of per-example losses (or, for LMs in a group, of token NLLs).
 
     With per-example (or per-token) gates, d(sum_b L_b)/d xi_b = dL_b/d xi_b exactly, because
-    example b's loss does not depend on the other examples' gates.
+    example b's loss does not depend on the other examples' gates. For `batch`, the micro-batch's
+    sum is divided by the group's size (examples; predicted tokens for the reference GPT-2 loss)
+    once the group is complete.
+    """
+    if granularity == "batch" and task.kind == "lm":
+        return loss.outputs.sum()  # summed NLL over the micro-batch's predicted tokens
+    return loss.losses.sum()
+
+
+def _batch_plan(task: TaskData, granularity: str, batch_size: int, micro_batch_size: int, naive: bool) -> list[tuple[int, list[int]]]:
+    """(group, example indices) of every forward pass.
+
+    `batch`: groups of `batch_size` consecutive examples (the reference's boundaries), each cut into
+    length-sorted micro-batches (the naive baseline keeps a group as one pass). Otherwise one group
+    per length-sorted batch.
     """
     if granularity != "batch":
-        return loss.losses.sum()
-    if task.kind == "lm":  # the reference GPT-2 loss: mean over every predicted token of the batch
-        return loss.outputs.sum() / loss.tokens.sum().clamp(min=1)
-    return loss.losses.mean()
+        return list(enumerate(batch_order(task.encodings.lengths, batch_size)))
+    plan = []
+    for group, start in enumerate(range(0, len(task), batch_size)):
+        members = list(range(start, min(start + batch_size, len(task))))
+        size = len(members) if naive else micro_batch_size
+        lengths = [task.encodings.lengths[i] for i in members]
+        plan.extend((group, [members[i] for i in micro]) for micro in batch_order(lengths, size))
+    return plan
 
 
 def _absolute_per_granularity(gradient: torch.Tensor, granularity: str, batch: Batch) -> torch.Tensor:

@@ -28,6 +28,10 @@ class ImportanceOptions(ModelDatasetParams, PresetParams):
     )
     normalize_by_layer: bool = Field(True, description="divide each layer's scores by their L2 norm (reference default)")
     normalize_global: bool = Field(True, description="then min-max all heads to [0, 1] (reference default)")
+    micro_batch_size: int = Field(
+        32, ge=1, le=65536,
+        description="granularity batch: examples per forward pass inside a group of batch_size (exact; saves padding)",
+    )
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"granularity": "token", "normalize_by_layer": True, "normalize_global": False},
@@ -57,6 +61,7 @@ class ImportanceOptions(ModelDatasetParams, PresetParams):
             normalize_global=self.normalize_global,
             seed=ctx.seed,
             track=lambda items, n: ctx.track(items, n, label),
+            micro_batch_size=self.micro_batch_size,
         )
 
 
