@@ -218,3 +218,18 @@ def test_f1_follows_the_number_of_classes_not_the_labels_present():
     assert two["f1"] == pytest.approx(2 / 3)  # class 1: precision 1, recall 1/2
     only_negatives = classification_metrics(np.array([0, 0]), np.array([0, 0]), num_labels=2)
     assert only_negatives["f1"] == 0.0 and only_negatives["f1_macro"] == 1.0
+
+
+def test_a_dataset_is_tokenised_once_per_tokenizer(tiny_model_dir):
+    """Two loads of the same model (two tokenizer objects) share one tokenisation of a dataset."""
+    first, second = load(tiny_model_dir("bert")), load(tiny_model_dir("bert"))
+    from workbench.analysis.tasks import prepare_task
+    from workbench.data.sources import LoadedDataset
+    from workbench.recipe.schema import DatasetSpec
+
+    dataset = LoadedDataset("d", DatasetSpec(path="tsv", text="s", label="l"), "text", "x", columns={"s": ["a b", "c"], "l": [0, 1]})
+    assert prepare_task(first, dataset).encodings is prepare_task(second, dataset).encodings
+    assert len(dataset.encoded) == 1
+    gpt2 = load(tiny_model_dir("gpt2"))  # same tokenizer files, but no token types: another entry only if they differ
+    prepare_task(gpt2, dataset)
+    assert len(dataset.encoded) == 1  # single sentences carry no token types either way

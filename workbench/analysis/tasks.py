@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from workbench.analysis.metrics import classification_metrics, lm_metrics, regression_metrics
-from workbench.data.batching import Batch, Encodings, encode_texts
+from workbench.data.batching import Batch, Encodings, encode_dataset
 from workbench.data.sources import LoadedDataset
 from workbench.errors import StepError
 from workbench.models.loading import LoadedModel
@@ -50,9 +50,7 @@ def prepare_task(loaded: LoadedModel, dataset: LoadedDataset) -> TaskData:
     labels = dataset.labels() if kind != "lm" else None
     if kind != "lm" and labels is None:
         raise StepError(f"dataset '{dataset.name}' has no label column (set `label:` in the recipe)")
-    encodings = encode_texts(
-        loaded.tokenizer, dataset.texts(), dataset.spec.max_length, token_types=loaded.uses_token_types
-    )
+    encodings = encode_dataset(loaded.tokenizer, dataset, token_types=loaded.uses_token_types)  # once per run
     if kind == "lm":
         return TaskData(encodings, None, "lm")
     if kind == "regression":

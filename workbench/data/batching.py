@@ -76,6 +76,26 @@ def encode_texts(tokenizer: object, texts: list[tuple[str, ...]], max_length: in
     return Encodings(list(encoded["input_ids"]), token_types, tokenizer.pad_token_id, max_length)  # type: ignore[attr-defined,arg-type]
 
 
+def encode_dataset(tokenizer: object, dataset: object, *, token_types: bool) -> Encodings:
+    """A text dataset's examples tokenised, once per tokenizer, max_length and token types in a run."""
+    token_types = token_types and len(dataset.spec.text_columns) == 2  # type: ignore[attr-defined]  # only pairs get types
+    key = (tokenizer_fingerprint(tokenizer), dataset.spec.max_length, token_types)  # type: ignore[attr-defined]
+    cache = dataset.encoded  # type: ignore[attr-defined]
+    if key not in cache:
+        cache[key] = encode_texts(tokenizer, dataset.texts(), dataset.spec.max_length, token_types=token_types)  # type: ignore[attr-defined]
+    return cache[key]
+
+
+def tokenizer_fingerprint(tokenizer: object) -> str:
+    """What the tokenizer does, not where it was loaded from: a fine-tuned model's copy is the same."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))  # type: ignore[attr-defined]
+    extra = f"{getattr(tokenizer, 'pad_token_id', None)}|{getattr(tokenizer, 'padding_side', None)}"
+    return hashlib.sha256((text + extra).encode()).hexdigest()
+
+
 def batch_order(
     lengths: list[int], batch_size: int, *, order: str = "length", seed: int = 0
 ) -> list[list[int]]:

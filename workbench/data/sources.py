@@ -64,6 +64,9 @@ class LoadedDataset:
     class_names: list[str] | None = None  # names of integer class ids the dataset declares (a ClassLabel)
     sentences: list[Any] = field(default_factory=list)  # kind == "treebank": DependencySentence
     examples: list[Any] = field(default_factory=list)  # kind == "code": CodeExample
+    # Tokenised texts, by (tokenizer fingerprint, max_length, token types): every step of a run that
+    # reads this dataset with the same tokenizer shares one tokenisation (data/batching.py).
+    encoded: dict[tuple[str, int, bool], Any] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         if self.kind == "treebank":

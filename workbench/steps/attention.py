@@ -64,7 +64,7 @@ class Attention(Step):
         from safetensors.torch import save_file
 
         from workbench.analysis.attention_stats import AttentionGradients, HeadStatistics, uniform_entropy
-        from workbench.data.batching import batch_order, collate, encode_texts
+        from workbench.data.batching import batch_order, collate, encode_dataset
         from workbench.models.attention import head_hooks
         from workbench.models.pruning import heads_json, present_heads, pruned_heads
 
@@ -76,7 +76,7 @@ class Attention(Step):
         if task is not None:
             encodings = task.encodings
         else:
-            encodings = encode_texts(tokenizer, dataset.texts(), dataset.spec.max_length, token_types=loaded.uses_token_types)
+            encodings = encode_dataset(tokenizer, dataset, token_types=loaded.uses_token_types)
         statistics = HeadStatistics(*loaded.layout.shape, device=loaded.device, denominators=params.denominators)
         gradients = AttentionGradients(loaded.layout.num_layers, device=loaded.device) if task is not None else None
         separators = torch.tensor(separator_ids(tokenizer), device=loaded.device)

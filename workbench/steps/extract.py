@@ -77,15 +77,13 @@ class Extract(Step):
         from safetensors.torch import save_file
 
         from workbench.analysis.features import pool
-        from workbench.data.batching import batch_order, collate, encode_texts
+        from workbench.data.batching import batch_order, collate, encode_dataset
 
         loaded = ctx.model(params.model)
         dataset = ctx.dataset(params.dataset)
         if dataset.kind in ("treebank", "code"):
             return _extract_words(ctx, params, loaded, dataset)
-        encodings = encode_texts(
-            loaded.tokenizer, dataset.texts(), dataset.spec.max_length, token_types=loaded.uses_token_types
-        )
+        encodings = encode_dataset(loaded.tokenizer, dataset, token_types=loaded.uses_token_types)
         target = HiddenStates.prepare(ctx, params, loaded)
         layers, statistics, out_dtype, folder = target.layers, target.statistics, target.dtype, target.folder
         shards = []
