@@ -50,7 +50,11 @@ def head_heatmap(
         cmap = DIVERGING
     else:
         low, high = (float(known.min()), float(known.max())) if known.size else (0.0, 1.0)
-        norm = Normalize(low, high if high > low else low + 1e-12)
+        constant = high <= low
+        if constant:  # every head the same: a range around the value, and one tick that says it
+            pad = abs(low) * 0.01 or 1.0
+            low, high = low - pad, low + pad
+        norm = Normalize(low, high)
         cmap = SEQUENTIAL
     colours = matplotlib.colormaps[cmap].with_extremes(bad=MISSING)
     image = axes.imshow(np.ma.masked_invalid(grid), cmap=colours, norm=norm, aspect="auto", interpolation="nearest")
@@ -61,6 +65,8 @@ def head_heatmap(
     bar.set_label(name)
     bar.outline.set_linewidth(0.4)
     bar.formatter = ScalarFormatter(useOffset=False)  # "1e-5+2.206" above a bar is unreadable in print
+    if not signed and known.size and float(known.min()) == float(known.max()):
+        bar.set_ticks([float(known.min())], labels=[f"{float(known.min()):.4g}"])
     axes.set_title(title or f"{name} (layer x head)")
     _legend(figure, pruned_shown=bool(removed.any()), missing_shown=bool((~np.isfinite(grid) & ~removed).any()))
     return figure
