@@ -222,6 +222,21 @@ def plot(
 
 
 @app.command()
+def report(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="run id, recipe name (its latest run) or 'latest'")] = "latest",
+    output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")] = Path("report.html"),
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+    store: StoreOption = None,
+) -> None:
+    """One self-contained HTML page of a run: recipe, provenance, every step's metrics, tables and figures."""
+    from workbench.report import write_report
+
+    db, location = _reading(store)
+    path = write_report(db.get_run(run_ref), location.cache_dir, output, overwrite=force)
+    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
 def export(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the zip file to write")],
