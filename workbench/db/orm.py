@@ -59,6 +59,7 @@ class SqlRun(Base):
     overrides: Mapped[str] = mapped_column(SafeText, default="[]")  # JSON list of --set arguments
     environment: Mapped[str] = mapped_column(SafeText, default="{}")  # JSON: versions, device, git commit
     error: Mapped[str | None] = mapped_column(SafeText)
+    imported_from: Mapped[str | None] = mapped_column(SafeText)  # set by `workbench import`: the bundle and its run
 
     recipe: Mapped[SqlRecipe] = relationship()
     steps: Mapped[list[SqlStep]] = relationship(back_populates="run", order_by="SqlStep.id")

@@ -19,6 +19,7 @@ class RunSummary:
     steps_cached: int
     steps_failed: int
     recipe_hash: str
+    imported_from: str | None = None  # a run from `workbench import`: the bundle and the run it holds
 
     @property
     def duration_s(self) -> float | None:

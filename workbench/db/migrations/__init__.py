@@ -30,7 +30,7 @@ from sqlalchemy.pool import NullPool
 from workbench.db.orm import Base
 from workbench.errors import StoreError
 
-HEAD = "0003"
+HEAD = "0004"
 HERE = Path(__file__).resolve().parent
 STORE_TABLES = frozenset(table.name for table in Base.metadata.sorted_tables)
 # Any constant works; it only has to be the same for every process that migrates a database.
