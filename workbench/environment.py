@@ -1,4 +1,8 @@
-"""The software environment of a run (versions, platform, git commit), without importing torch."""
+"""The software environment of a run (versions, platform, git commit), without importing torch.
+
+What the run was made FROM (recipe as run, model and data hashes, seed, world size) is
+workbench/bundles/provenance.py; the executor stores both in the run's environment JSON.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,24 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "safetensors", "scikit-learn", "numpy", "bertology-workbench")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "huggingface-hub",
+    "accelerate",
+    "scikit-learn",
+    "numpy",
+    "bertology-workbench",
+)
 
 
 def software_environment(recipe_dir: Path | None) -> dict[str, object]:
     """Package versions, Python, platform and the git commit of the recipe's folder."""
+    from workbench.processes import HOST
+
     versions = {}
     for package in PACKAGES:
         try:
@@ -21,6 +38,7 @@ def software_environment(recipe_dir: Path | None) -> dict[str, object]:
     described: dict[str, object] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "host": HOST,
         "packages": versions,
     }
     if recipe_dir is not None:

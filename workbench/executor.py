@@ -94,7 +94,7 @@ def run_recipe(
         seed=loaded.recipe.seed,
         device=loaded.recipe.device,
         overrides=loaded.overrides,
-        environment=software_environment(loaded.base_dir),
+        environment={**software_environment(loaded.base_dir), "provenance": _provenance(loaded, plan)},
     )
     register_live_run(run_id)
     outcome = RunOutcome(run_id, "running", device=loaded.recipe.device)
@@ -116,6 +116,20 @@ def run_recipe(
     outcome.status = "finished"
     store.finish_run(run_id, "finished")
     return outcome
+
+
+def _provenance(loaded: LoadedRecipe, plan: Plan) -> dict[str, object]:
+    """What the run is made from (workbench/bundles/provenance.py), for bundles that reproduce.
+
+    A file that vanished since planning (the plan hashed it a moment ago) is recorded as a problem,
+    not raised: the run itself will say what is wrong with its data.
+    """
+    from workbench.bundles.provenance import run_provenance
+
+    try:
+        return run_provenance(loaded, plan)
+    except (OSError, WorkbenchError) as error:
+        return {"error": f"provenance incomplete: {error}"}
 
 
 def _finish_quietly(store: Store, run_id: int, status: str, error: str, progress: ProgressReporter) -> None:
