@@ -46,7 +46,7 @@ def heatmap(
         cells = [_cell(row[c] if c < len(row) else None, low, high, palette) for c in range(width)]
         name = row_names[index] if row_names and index < len(row_names) else str(index)
         table.add_row(Padding(Text(name), (0, 1, 0, 0)), *cells)  # a space between the label and the first cell
-    scale = f"min {_format(low)}  max {_format(high)}" if values else "no values"
+    scale = f"min {format_value(low)}  max {format_value(high)}" if values else "no values"
     return Group(Text(title, style="bold"), table, Text(scale, style="dim"))
 
 
@@ -56,10 +56,11 @@ def _cell(value: float | None, low: float, high: float, palette: list[str]) -> T
     fraction = 0.5 if high == low else (value - low) / (high - low)
     colour = palette[min(int(fraction * len(palette)), len(palette) - 1)]
     foreground = "black" if fraction > 0.55 or (palette is DIVERGING and 0.3 < fraction < 0.7) else "white"
-    return Text(f"{_format(value):^6}", style=f"{foreground} on {colour}")
+    return Text(f"{format_value(value):^6}", style=f"{foreground} on {colour}")
 
 
-def _format(value: float) -> str:
+def format_value(value: float) -> str:
+    """A heatmap cell's text, at most 6 characters: ".53", "-.003", "1e-04", "12.3", "7"."""
     if value == int(value) and abs(value) < 100_000:
         return str(int(value))  # masks, counts and ranks read better without decimals
     if abs(value) >= 100:
