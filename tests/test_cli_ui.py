@@ -114,7 +114,9 @@ def test_export_bundles_recipe_and_results(browsed, tmp_path):
     exported = cli("export", "1", "-o", tmp_path / "run1", "--store", store)  # .zip is added
     assert exported.code == 0, exported.text
     with zipfile.ZipFile(tmp_path / "run1.zip") as bundle:
-        assert set(bundle.namelist()) == {"recipe.yaml", "results.json", "README.txt"}
+        assert set(bundle.namelist()) == {
+            "recipe.yaml", "recipe.as_run.yaml", "results.json", "provenance.json", "README.txt", "manifest.json"
+        }
         assert bundle.read("recipe.yaml").decode() == recipe_file.read_text()
         assert json.loads(bundle.read("results.json")) == run_json(store, 1)
 

@@ -242,13 +242,83 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="the zip file to write")],
     store: StoreOption = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+    with_artifacts: Annotated[
+        bool, typer.Option("--with-artifacts", help="include the run's cache entries (models, masks, features)")
+    ] = False,
 ) -> None:
-    """Bundle a run's recipe, results and provenance into a zip to share."""
-    from workbench.export import export_run
+    """Bundle a run to share: the recipe as run, results, provenance, a manifest of hashes (and its artifacts)."""
+    from workbench.bundles import export_bundle
 
-    db, _ = _reading(store)
-    path = export_run(db.get_run(run_ref), output, overwrite=force)
-    out.print(f"wrote {path}")
+    db, location = _reading(store)
+    bundle = export_bundle(db.get_run(run_ref), location, output, with_artifacts=with_artifacts, overwrite=force)
+    entries = f", {len(bundle.entries)} cache entries" if bundle.entries else ""
+    out.print(f"wrote {bundle.path} ({bundle.members} members, {bundle.bytes / 1e6:.1f} MB{entries})")
+
+
+@app.command(name="import")
+def import_(
+    bundle: Annotated[Path, typer.Argument(metavar="FILE", help="a bundle written by `workbench export`")],
+    store: StoreOption = None,
+) -> None:
+    """Add a bundle's run to the store (marked imported); its artifacts seed the cache."""
+    from workbench.bundles import import_bundle
+
+    _print_lines(import_bundle(bundle, _locate(store)).lines())
+
+
+@app.command()
+def reproduce(
+    bundle: Annotated[Path, typer.Argument(metavar="FILE", help="a bundle written by `workbench export`")],
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="where the bundle's data files are")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="a local copy of the bundle's model")] = None,
+    rtol: Annotated[float, typer.Option(min=0, help="relative tolerance")] = 1e-4,
+    atol: Annotated[float, typer.Option(min=0, help="absolute tolerance")] = 1e-6,
+    as_json: Annotated[bool, typer.Option("--json", help="the verdict, machine-readable")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Check a bundle's data, re-run its recipe here and compare every value: exit 0 if it reproduces, 1 if not."""
+    from workbench.bundles import reproduce_bundle
+
+    verdict = reproduce_bundle(bundle, _locate(store), data_dir=data_dir, model_dir=model, rtol=rtol, atol=atol)
+    if as_json:
+        print(json.dumps(verdict.as_json(), indent=1))
+    else:
+        out.print(verdict.table())
+        _print_lines(verdict.summary_lines())
+    raise typer.Exit(0 if verdict.reproduced else 1)
+
+
+@app.command(name="export-model")
+def export_model(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN")],
+    step: Annotated[str, typer.Argument(metavar="STEP", help="the finetune or prune step whose model to write")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write")],
+    dense: Annotated[bool, typer.Option("--dense", help="a plain checkpoint: pruned heads zeroed, full shapes")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing folder")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Write a step's model as a plain Hugging Face checkpoint that loads without the workbench."""
+    from workbench.errors import WorkbenchError
+
+    if not dense:
+        raise WorkbenchError("only --dense is supported", hint="the compact pruned form loads with workbench.load_model")
+    from workbench.models.dense import export_dense_model
+
+    db, location = _reading(store)
+    written = export_dense_model(db.get_run(run_ref), step, output, store=location, overwrite=force)
+    zeroed = sum(map(len, written.pruned_heads.values()))
+    out.print(
+        f"wrote {written.path}: dense {written.family} checkpoint, {zeroed} pruned heads zeroed "
+        f"(max |difference| on a probe batch {written.max_abs_difference:.2g}); load it with transformers' from_pretrained"
+    )
+
+
+@app.command()
+def browse(store: StoreOption = None) -> None:
+    """Browse the store full-screen: runs, steps, heatmaps with a cursor, compare; live while runs run."""
+    from workbench.browse import run_browser
+
+    run_browser(_locate(store))
 
 
 @app.command()

@@ -45,6 +45,8 @@ def runs_table(runs: list[RunSummary]) -> Table:
         steps = Text("all cached" if rerun else f"{run.steps_total}" + (f" ({run.steps_cached} cached)" if run.steps_cached else ""))
         if run.steps_failed:
             steps.append(f" {run.steps_failed} failed", style="red")
+        if run.imported_from:
+            steps.append(" imported", style="cyan")
         table.add_row(
             str(run.id),
             run.name,
@@ -222,6 +224,7 @@ def runs_json(runs: list[RunSummary]) -> list[dict[str, Any]]:
             "steps": run.steps_total,
             "cached": run.steps_cached,
             "failed": run.steps_failed,
+            "imported_from": run.imported_from,
         }
         for run in runs
     ]
@@ -265,6 +268,8 @@ def _run_header(run: RunDetail) -> Text:
     text.append(f"  started {s.started_at:%Y-%m-%d %H:%M:%S}  {_duration(s.duration_s)}  device {s.device}  seed {run.seed}")
     if run.overrides:
         text.append(f"\n--set {' --set '.join(run.overrides)}", style="dim")
+    if s.imported_from:
+        text.append(f"\nimported from {s.imported_from}", style="cyan")
     if run.error:
         text.append(f"\n{run.error}", style="red")
     return text
