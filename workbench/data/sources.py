@@ -23,15 +23,25 @@ deciding to; fixing the file (or `keep_default_na: false`) is one edit.
 Paths resolve against the recipe's folder: `data_files`, a `data_dir` of a packaged builder
 (csv, json, ...) and a `path:` that names a local dataset folder. A `data_dir` of a hub dataset or of
 a local dataset folder is a folder inside that dataset, as `datasets` defines it.
+
+`split:` takes datasets' slicing (`train[:2000]`, `train[10%:20%]`, `train+validation`; the schema
+checks the syntax); `limit` then keeps the first N of what the split selects. A split stays the
+memory-mapped Arrow table datasets made (data/columns.py): only the text columns (checked at load)
+and the columns a step reads (the label) become Python lists. `streaming: true` streams a split too big to download and convert whole,
+reading only its first `limit` examples (or an absolute slice, `train[1000:3000]`); a stream without
+an end is refused when the recipe is checked, as the steps need a sized dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.data.columns import ArrowColumns
 from workbench.data.files import FileLayout, FileProblem, is_missing_text, layout_for, scan
 from workbench.errors import DataError, did_you_mean
 from workbench.hashing import file_sha256, value_sha256
@@ -60,20 +70,26 @@ class LoadedDataset:
     spec: DatasetSpec
     kind: str  # "text" | "treebank" | "code"
     fingerprint: str
-    columns: dict[str, list[Any]] = field(default_factory=dict)  # kind == "text"; labels raw (data/labels.py)
+    # kind == "text": name -> values; labels raw (data/labels.py). From datasets' builders an ArrowColumns
+    # (data/columns.py): every column listed, each a Python list once read (the text columns are, at load).
+    columns: MutableMapping[str, list[Any]] = field(default_factory=dict)
     class_names: list[str] | None = None  # names of integer class ids the dataset declares (a ClassLabel)
     sentences: list[Any] = field(default_factory=list)  # kind == "treebank": DependencySentence
     examples: list[Any] = field(default_factory=list)  # kind == "code": CodeExample
     # Tokenised texts, by (tokenizer fingerprint, max_length, token types): every step of a run that
     # reads this dataset with the same tokenizer shares one tokenisation (data/batching.py).
     encoded: dict[tuple[str, int, bool], Any] = field(default_factory=dict, repr=False)
+    # Where tokenisations persist, as Arrow files shared by steps, runs and processes (the store's
+    # cache/tokenised; set by the step context). None: tokenised in memory (data/batching.py).
+    tokenised_dir: Path | None = None
 
     def __len__(self) -> int:
         if self.kind == "treebank":
             return len(self.sentences)
         if self.kind == "code":
             return len(self.examples)
-        return len(next(iter(self.columns.values()), []))
+        rows = getattr(self.columns, "num_rows", None)  # ArrowColumns: without converting a column
+        return rows if rows is not None else len(next(iter(self.columns.values()), []))
 
     def texts(self) -> list[tuple[str, ...]]:
         """One tuple of 1 or 2 strings per example (sentence pairs give 2)."""
@@ -111,7 +127,8 @@ def check_dataset_spec(spec: DatasetSpec, base_dir: Path) -> list[tuple[str, str
         if spec.data_files is None and spec.data_dir is None:
             problems.append(("data_files", "a python_code dataset needs data_files (JSONL) or data_dir (.py files)"))
     elif spec.path in PACKAGED_BUILDERS or spec.path == "tsv":
-        problems += _unknown_options(options, _builder_fields("csv" if spec.path == "tsv" else spec.path))
+        if options:  # importing datasets to list a builder's fields costs ~1 s: only when there is something to check
+            problems += _unknown_options(options, _builder_fields("csv" if spec.path == "tsv" else spec.path))
         if spec.data_files is None and spec.data_dir is None:
             problems.append(("data_files", f"the {spec.path} builder needs data_files"))
     if spec.path not in ("conllu", "python_code", "agreement") and not spec.text_columns:
@@ -123,7 +140,42 @@ def check_dataset_spec(spec: DatasetSpec, base_dir: Path) -> list[tuple[str, str
         problems.append(("data_dir", f"folder not found: {spec.data_dir} (looked for {resolve_path(base_dir, spec.data_dir)})"))
     if _looks_local(spec.path) and not resolve_path(base_dir, spec.path).exists():
         problems.append(("path", f"folder not found: {spec.path} (looked for {resolve_path(base_dir, spec.path)})"))
+    if spec.streaming:
+        problems += _streaming_problems(spec)
     return problems
+
+
+def _streaming_problems(spec: DatasetSpec) -> list[tuple[str, str]]:
+    """What `streaming: true` cannot do: our own sources, several splits, slices counted from the end."""
+    if spec.path in OWN_SOURCES and spec.path != "tsv":
+        return [("streaming", f"a {spec.path} dataset is read whole from its files; streaming is for datasets.load_dataset sources")]
+    parts = re.split(r"\s*\+\s*", spec.split.strip())
+    if len(parts) > 1:
+        return [("split", f"a stream reads one split, not {len(parts)} ('{spec.split}'); drop streaming to combine splits")]
+    _, start, stop, percent = split_slice(spec.split)
+    if percent:
+        return [("split", f"'{spec.split}': a stream has no known length, so a slice in percent cannot be cut; give example numbers, e.g. train[:2000]")]
+    if (start or 0) < 0 or (stop or 0) < 0:
+        return [("split", f"'{spec.split}': a stream cannot count from its end; give example numbers from the start, e.g. train[1000:3000]")]
+    if spec.limit is None and stop is None:
+        return [
+            (
+                "streaming",
+                "a stream has no length and the steps need one: set limit (read the first N examples, e.g. limit: 2000) "
+                "or slice the split (split: train[:2000]); or drop streaming to load the whole split",
+            )
+        ]
+    return []
+
+
+def split_slice(split: str) -> tuple[str, int | None, int | None, bool]:
+    """One split as (name, start, stop, in percent): 'train[10:20]' -> ('train', 10, 20, False)."""
+    match = re.fullmatch(r"\s*(?P<name>[\w.]+)\s*(\[(?P<start>-?[\d_]+)?(?P<p1>%)?:(?P<stop>-?[\d_]+)?(?P<p2>%)?\])?.*", split)
+    if match is None:
+        return split, None, None, False
+    start = int(match["start"].replace("_", "")) if match["start"] else None
+    stop = int(match["stop"].replace("_", "")) if match["stop"] else None
+    return match["name"], start, stop, bool(match["p1"] or match["p2"])
 
 
 def _looks_local(path: str) -> bool:
@@ -142,6 +194,8 @@ def dataset_fingerprint(spec: DatasetSpec, base_dir: Path) -> str:
     Where files lie does not matter; what they contain, and which split each belongs to, does.
     """
     normalized = spec.model_dump(mode="json")
+    if not normalized.get("streaming"):  # the default: fingerprints stay those of specs before the field
+        normalized.pop("streaming", None)
     normalized["data_files"] = _content_of(spec.data_files, base_dir)
     if _data_dir_is_local(spec):
         normalized["data_dir"] = _content_of(spec.data_dir, base_dir)
@@ -213,9 +267,19 @@ def _load(name: str, spec: DatasetSpec, base_dir: Path, fingerprint: str) -> Loa
         rows = generate_agreement(options["size"], options["seed"], options["attractor_rate"])
         columns = {f.name: [getattr(row, f.name) for row in rows] for f in dataclasses.fields(rows[0])}
         return _text_dataset(name, spec, fingerprint, columns)
-    origins = _scan_local_files(spec, base_dir)
+    origins = _sliced(_scan_local_files(spec, base_dir), spec.split)
     columns, class_names = _load_with_datasets(name, spec, base_dir)
     return _text_dataset(name, spec, fingerprint, columns, class_names, origins)
+
+
+def _sliced(origins: list[str] | None, split: str) -> list[str] | None:
+    """The 'file:line' of each example a sliced split selects (None where that cannot be told cheaply)."""
+    if origins is None or "[" not in split:
+        return origins
+    if "+" in split:
+        return None
+    _, start, stop, percent = split_slice(split)
+    return None if percent else origins[start:stop]
 
 
 def _about(name: str, error: DataError) -> DataError:
@@ -230,11 +294,13 @@ def _text_dataset(
     name: str,
     spec: DatasetSpec,
     fingerprint: str,
-    columns: dict[str, list[Any]],
+    columns: MutableMapping[str, list[Any]],
     class_names: list[str] | None = None,
     origins: list[str] | None = None,
 ) -> LoadedDataset:
-    if spec.limit is not None:
+    if spec.limit is not None and isinstance(columns, ArrowColumns):
+        columns = columns.first(spec.limit)  # an Arrow selection; no column is converted for it
+    elif spec.limit is not None:
         columns = {key: values[: spec.limit] for key, values in columns.items()}
     files = ", ".join(_listed_files(spec)) or spec.path
     for column in spec.text_columns + ([spec.label] if spec.label else []):
@@ -314,8 +380,12 @@ def split_files(spec: DatasetSpec) -> list[str]:
     return [item for value in chosen for item in ([value] if isinstance(value, str) else value)]
 
 
-def _load_with_datasets(name: str, spec: DatasetSpec, base_dir: Path) -> tuple[dict[str, list[Any]], list[str] | None]:
-    """The columns of the split (limited), and the class names of the label column if it is a ClassLabel."""
+def _load_with_datasets(name: str, spec: DatasetSpec, base_dir: Path) -> tuple[MutableMapping[str, list[Any]], list[str] | None]:
+    """The columns of the split (limited), and the class names of the label column if it is a ClassLabel.
+
+    The split stays the memory-mapped Arrow table datasets made (an ArrowColumns: a column becomes a
+    Python list when read); a stream (`streaming: true`) is read for its first `limit` examples only.
+    """
     _refuse_unreachable_hub(name, spec, base_dir)
     import datasets
 
@@ -336,19 +406,58 @@ def _load_with_datasets(name: str, spec: DatasetSpec, base_dir: Path) -> tuple[d
     data_dir = spec.data_dir
     if data_dir and _data_dir_is_local(spec):
         data_dir = str(resolve_path(base_dir, data_dir))
+    arguments = {"data_files": data_files, "data_dir": data_dir, "revision": spec.revision, **options}
+    if spec.streaming:
+        return _load_stream(name, spec, base_dir, path, arguments)
     split = spec.split
     if spec.limit is not None and "[" not in split:
         split = f"{split}[:{spec.limit}]"
     try:
         with _quiet_datasets_logging():
-            loaded = datasets.load_dataset(
-                path, spec.name, data_files=data_files, data_dir=data_dir, revision=spec.revision, split=split, **options
-            )
+            loaded = datasets.load_dataset(path, spec.name, split=split, **arguments)
     except Exception as error:  # datasets raises many types; all mean "could not load this"
         raise _load_failure(name, spec, base_dir, error) from None
-    feature = loaded.features.get(spec.label) if spec.label else None
-    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    return loaded.to_dict(), class_names
+    return ArrowColumns(loaded), _class_names(loaded.features, spec)
+
+
+def _class_names(features: Any, spec: DatasetSpec) -> list[str] | None:
+    import datasets
+
+    feature = features.get(spec.label) if spec.label and features is not None else None
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def _load_stream(
+    name: str, spec: DatasetSpec, base_dir: Path, path: str, arguments: dict[str, Any]
+) -> tuple[dict[str, list[Any]], list[str] | None]:
+    """The first examples of a streamed split: `limit` of them, from the slice's start (check_dataset_spec
+    has refused streams without an end; without one here, the context asked for the whole split)."""
+    import datasets
+
+    split, start, stop, _ = split_slice(spec.split)
+    count = None if stop is None else stop - (start or 0)
+    if spec.limit is not None:
+        count = spec.limit if count is None else min(count, spec.limit)
+    columns: dict[str, list[Any]] = {}
+    try:
+        with _quiet_datasets_logging():
+            stream = datasets.load_dataset(path, spec.name, split=split, streaming=True, **arguments)
+            features = stream.features
+            if features is not None:
+                columns = {column: [] for column in features}
+            if start:
+                stream = stream.skip(start)
+            if count is not None:
+                stream = stream.take(count)
+            for index, row in enumerate(stream):
+                for column in row:
+                    if column not in columns:  # a column the first rows did not have: None before it
+                        columns[column] = [None] * index
+                for column, values in columns.items():
+                    values.append(row.get(column))
+    except Exception as error:  # as for load_dataset: the builder's message may quote the data
+        raise _load_failure(name, spec, base_dir, error) from None
+    return columns, _class_names(features, spec)
 
 
 def _refuse_unreachable_hub(name: str, spec: DatasetSpec, base_dir: Path) -> None:
