@@ -14,6 +14,13 @@ at all for an unknown implementation and padding would be attended silently.
 
 Gates and observers are installed by the `head_hooks` context manager and are gone when it exits.
 With no hooks active the function is plain sdpa.
+
+A model spread over devices (`model.device_map`, accelerate's hooks) runs each layer on its own
+device; cpu/disk-offloaded layers get their weights loaded for the forward and dropped after it.
+Nothing here touches weights, so offloading changes nothing; across devices, each layer's gates
+are moved to the layer (autograd carries their gradient back), and the probabilities handed to
+observers or tapped move to the model's input device (`wb_home` on the attention module, set by
+loading), where the callers' token masks and accumulators are.
 """
 
 from __future__ import annotations
@@ -111,12 +118,16 @@ def workbench_attention(
     weights = None
     if hooks is not None and (hooks.observers or hooks.eager or hooks.tap):
         tapped = hooks.tapped if hooks.tap else None
-        output, weights = _eager_attention(module, query, key, value, attention_mask, dropout, scaling, is_causal, tapped)
+        home = _home(module, query.device)
+        output, weights = _eager_attention(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, tapped, home
+        )
         layer, head_ids = _layer_and_heads(module, query.shape[1])
         if tapped is not None:
             tapped.append((layer, head_ids, weights))
+        observed = weights.detach() if home is None else weights.detach().to(home)
         for observe in hooks.observers:
-            observe(layer, head_ids, weights.detach())
+            observe(layer, head_ids, observed)
     else:
         output, _ = sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
@@ -137,11 +148,15 @@ def _eager_attention(
     scaling: float | None,
     is_causal: bool | None,
     tapped: list | None = None,
+    home: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T * scale + mask) v, returning the probabilities too.
 
     With `tapped` (a list), the probabilities get a zero added that requires grad, so they are part
     of the autograd graph even when nothing upstream is (frozen parameters): dL/dA can be taken.
+    With `home` as well (a layer on another device than the model's inputs), the tapped
+    probabilities are the copy on `home` and the layer computes from that copy moved back, so dL/dA
+    is taken of the tensor the caller holds.
     """
     groups = query.shape[1] // max(key.shape[1], 1)  # query heads per K/V head (0 heads: a fully pruned layer)
     if groups > 1:
@@ -162,9 +177,19 @@ def _eager_attention(
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     if tapped is not None:
         probs = probs + torch.zeros((), dtype=probs.dtype, device=probs.device, requires_grad=True)
-    attended = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
+    used = probs
+    if tapped is not None and home is not None:
+        probs = probs.to(home)
+        used = probs.to(value.device)
+    attended = torch.nn.functional.dropout(used, p=dropout, training=module.training)
     output = torch.matmul(attended, value).transpose(1, 2).contiguous()  # [batch, q_len, heads, head_dim]
     return output, probs
+
+
+def _home(module: torch.nn.Module, here: torch.device) -> torch.device | None:
+    """The model's input device when this layer runs elsewhere (a dispatched model), else None."""
+    home = getattr(module, "wb_home", None)
+    return home if home is not None and home != here else None
 
 
 def _layer_and_heads(module: torch.nn.Module, num_heads: int) -> tuple[int, torch.Tensor]:
@@ -191,4 +216,6 @@ def _gate_for_layer(gates: torch.Tensor, module: torch.nn.Module, output: torch.
         gate = gates[:, :, layer].index_select(2, head_ids)
     else:
         raise ValueError(f"gates must have 2, 3 or 4 dimensions, got {tuple(gates.shape)}")
-    return gate.unsqueeze(-1).to(output.dtype)
+    # On a model spread over devices this layer may run elsewhere than the gates live: the copy to its
+    # device is differentiable, so gate gradients still arrive at the caller's tensor.
+    return gate.unsqueeze(-1).to(device=output.device, dtype=output.dtype)

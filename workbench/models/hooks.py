@@ -51,4 +51,6 @@ def _require_heads(loaded: Any, what: str) -> None:
 
 
 def _device(loaded: Any) -> torch.device:
-    return next(loaded.model.parameters()).device
+    """Where the model takes its inputs (a dispatched model's first parameter may be on the meta device)."""
+    device = getattr(loaded, "device", None)
+    return device if isinstance(device, torch.device) else next(loaded.model.parameters()).device

@@ -13,18 +13,26 @@ After loading: transformers' own report, because it fills tensors the weights la
 values and says so only in a log line. Backbone tensors missing from the weights (a config with
 more layers, weights of another architecture) and tensors of other shapes are errors; a missing
 task head (or pooler) is not: that is a new head, trained by `finetune`.
+
+Big models: `device_map` (a strategy or an explicit map) and `max_memory` go through accelerate
+(workbench/models/placement.py); such a model stays where accelerate put it, and
+`LoadedModel.device` is where its inputs go. `dtype="auto"` is the checkpoint's own dtype.
+`attn_implementation` replaces the workbench attention for callers that read no heads.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from workbench.data.labels import LabelVocabulary, vocabulary_from_config
-from workbench.errors import ModelError
+from workbench.errors import ModelError, WorkbenchError
 from workbench.models.attention import ATTENTION_NAME, number_attention_modules, register_workbench_attention
+from workbench.models.placement import Placement
 
 HEAD_CLASSES = {
     "base": "AutoModel",
@@ -33,6 +41,7 @@ HEAD_CLASSES = {
     "masked-lm": "AutoModelForMaskedLM",
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "F8_E4M3": "float8_e4m3fn"}
 # Written into config.json of models the workbench saves, so they load back the same way.
 WORKBENCH_CONFIG_KEY = "workbench"
 
@@ -60,6 +69,10 @@ class LoadedModel:
     resolved_commit: str | None = None
     labels: LabelVocabulary | None = None  # class names in id order (classification heads)
     uses_token_types: bool = False  # has segment embeddings: sentence pairs get token type ids
+    attn_implementation: str = ATTENTION_NAME  # what the model was loaded with
+    device_map: dict[str, Any] | None = None  # {module: device} when placed by model.device_map
+    offloaded: tuple[str, ...] = ()  # modules on cpu/disk whose weights are loaded at every forward
+    input_device: torch.device | None = None  # where inputs go (set for a placed model)
 
     @property
     def num_labels(self) -> int:
@@ -67,6 +80,10 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
+        """Where inputs, gates and accumulators go: the input device of a placed model (whose first
+        parameter may be offloaded to the meta device), else the device of its parameters."""
+        if self.input_device is not None:
+            return self.input_device
         return next(self.model.parameters()).device
 
     @property
@@ -77,6 +94,12 @@ class LoadedModel:
         return "lm" if self.head in ("causal-lm", "masked-lm") else "none"
 
     def require_heads(self, what: str) -> None:
+        if self.attn_implementation != ATTENTION_NAME:
+            raise ModelError(
+                f"{what} needs per-head access, but the model was loaded with attn_implementation="
+                f"'{self.attn_implementation}' instead of the workbench attention function",
+                hint="load it with head access (StepContext.model(head_access=True), the default)",
+            )
         if not self.heads_reachable:
             raise ModelError(
                 f"{what} needs per-head access, but {type(self.model).__name__} does not dispatch attention "
@@ -94,21 +117,39 @@ def load_model(
     revision: str | None = None,
     dtype: str = "float32",
     device: torch.device | str = "cpu",
+    device_map: str | dict[str, int | str] | None = None,
+    max_memory: dict[int | str, int | str] | None = None,
+    attn_implementation: str | None = None,
+    changes_weights: bool = False,
 ) -> LoadedModel:
     """Load from a hub id or a local folder (also the folders the workbench saves).
 
     `labels` names the classes of a new classification head (it is written into the config, so the
     model saves with it); a model the workbench saved brings its own.
+
+    `device_map`/`max_memory`: place the model with accelerate instead of moving it to `device`
+    (workbench/models/placement.py); `device` then confines a strategy's default memory limits.
+    `changes_weights`: the caller trains or slices the weights, which modules offloaded to cpu/disk
+    cannot hold (accelerate reloads them at every forward), so such a placement is refused.
+    `dtype="auto"`: the checkpoint's dtype (`checkpoint_dtype`). `attn_implementation`: load with
+    Transformers' eager/sdpa/flash attention instead of the workbench function; no head access then.
     """
     import transformers
 
     register_workbench_attention()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # accelerate warns that offloaded parameters are on the meta device: that is what offloading is
+    logging.getLogger("accelerate.big_modeling").setLevel(logging.ERROR)
     _check_source(source, revision)
+    device = torch.device(device)
     saved = _workbench_metadata(source)
     head = saved.get("head", head)
     model_class = getattr(transformers, HEAD_CLASSES[head])
+    if dtype == "auto":
+        dtype = checkpoint_dtype(source, revision)
+    attention = attn_implementation or ATTENTION_NAME
+    placement = Placement(device_map, max_memory) if device_map is not None else None
     options: dict[str, object] = {"revision": revision, "dtype": DTYPES[dtype], **_weight_options(source)}
     if head == "sequence-classification" and "head" not in saved:
         if num_labels is not None:
@@ -119,23 +160,49 @@ def load_model(
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, revision=revision)
     except Exception as error:  # noqa: BLE001 -- broken tokenizer files fail in many ways inside tokenizers
         raise ModelError(f"cannot load the tokenizer of model '{source}': {_first_line(error)}") from None
+    offload_folder = _offload_folder() if placement is not None and placement.may_use_disk else None
     try:
         if saved.get("pruned_heads"):
+            from workbench.models.placement import dispatch
             from workbench.models.pruning import load_pruned_model
 
-            model = load_pruned_model(source, model_class, saved["pruned_heads"], ATTENTION_NAME, DTYPES[dtype])
-            heads_reachable = True
+            model = load_pruned_model(source, model_class, saved["pruned_heads"], attention, DTYPES[dtype])
+            heads_reachable = attention == ATTENTION_NAME
+            if placement is not None:
+                model = dispatch(model, placement, device, offload_folder)  # type: ignore[arg-type]
         else:
-            model, heads_reachable, report = _from_pretrained(model_class, source, options)
+            random_state = torch.random.get_rng_state()  # new tensors (a task head) are drawn from it
+            if placement is not None:
+                options.update(_placement_options(model_class, source, revision, placement, device, offload_folder))
+            model, heads_reachable, report = _from_pretrained(model_class, source, options, attention)
             _refuse_unfit_weights(model, report, source)
-    except ModelError:
+            stranded = _new_tensors_on_disk(model, report, device) if placement is not None else None
+            if stranded is not None:  # load again with those modules on cpu, drawing the same values
+                del model
+                torch.random.set_rng_state(random_state)
+                options.pop("max_memory", None)
+                options["device_map"] = stranded
+                model, heads_reachable, report = _from_pretrained(model_class, source, options, attention)
+            if placement is not None:
+                _draw_new_tensors_on_cpu(model, report, model_class, source, options, attention, random_state, device)
+    except WorkbenchError:
+        _remove_folder(offload_folder)
         raise
     except Exception as error:  # noqa: BLE001 -- a broken model folder fails in many ways inside transformers
+        _remove_folder(offload_folder)
         raise _load_failure(source, error) from None
 
     _refuse_small_vocabulary(tokenizer, model, source)
     _ensure_padding(tokenizer, model)
-    model.to(device)
+    device_map, offloaded, inputs_at = _settle_placement(model, placement, device, offload_folder)
+    if offloaded and changes_weights:
+        from workbench.models.placement import module_names
+
+        raise ModelError(
+            f"model.device_map offloads {module_names(offloaded)} to cpu/disk; a step that changes weights (finetune "
+            "trains them, prune slices them) cannot: accelerate reloads offloaded weights at every forward",
+            hint="give this step a placement that fits on the accelerators (model.max_memory), or a smaller model",
+        )
     model.eval()
     config = model.config
     layout = HeadLayout(
@@ -145,10 +212,14 @@ def load_model(
     )
     modules: list[torch.nn.Module] = []
     if heads_reachable:
-        probe = torch.tensor([[tokenizer.pad_token_id or 0] * 2], device=model.device)
+        # Not model.device: a placed model's first parameter may be offloaded (on the meta device).
+        probe = torch.tensor([[tokenizer.pad_token_id or 0] * 2], device=inputs_at or model.device)
         modules = number_attention_modules(model, probe)
         # Some architectures accept the implementation name but never call it (DeBERTa-v2, T5).
         heads_reachable = len(modules) == layout.num_layers
+        if device_map is not None:  # observers get each layer's probabilities where the inputs are
+            for module in modules:
+                module.wb_home = inputs_at
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -160,7 +231,202 @@ def load_model(
         resolved_commit=getattr(config, "_commit_hash", None),
         labels=vocabulary_from_config(config, real_only=False) if head == "sequence-classification" else None,
         uses_token_types=uses_token_types(model),
+        attn_implementation=attention,
+        device_map=device_map,
+        offloaded=offloaded,
+        input_device=inputs_at,
     )
+
+
+def checkpoint_dtype(source: str, revision: str | None = None) -> str:
+    """`dtype: auto`: config.json's dtype (torch_dtype in older files), else the safetensors weights'
+    first floating tensor's, else float32 (what Transformers would compute in)."""
+    from workbench.models.folder import FolderProblem, read_config
+
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        try:
+            config = read_config(folder)
+        except FolderProblem as problem:
+            raise ModelError(f"cannot load model {source}: {problem}") from None
+    else:
+        import transformers
+
+        try:
+            config = transformers.AutoConfig.from_pretrained(source, revision=revision).to_dict()
+        except Exception as error:  # noqa: BLE001 -- the same failure would stop the load itself
+            raise ModelError(f"cannot read the config of model '{source}' ({type(error).__name__})") from None
+    declared = config.get("dtype") or config.get("torch_dtype")
+    name = str(declared).removeprefix("torch.") if declared else _weights_dtype(folder) if folder.is_dir() else None
+    name = name or "float32"
+    if name not in DTYPES:
+        raise ModelError(
+            f"model.dtype is auto, and the checkpoint of {source} is {name}, which the workbench does not compute in",
+            hint="set model.dtype to float32, float16 or bfloat16",
+        )
+    return name
+
+
+def _weights_dtype(folder: Path) -> str | None:
+    """The dtype of the first floating tensor in the folder's safetensors (headers only)."""
+    import json
+
+    from safetensors import safe_open
+
+    from workbench.models.folder import SAFETENSORS, SAFETENSORS_INDEX
+
+    path = folder / SAFETENSORS
+    if not path.is_file() and (folder / SAFETENSORS_INDEX).is_file():
+        try:
+            shards = sorted(set(json.loads((folder / SAFETENSORS_INDEX).read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError):
+            return None
+        path = folder / shards[0] if shards else path
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():
+                kind = weights.get_slice(name).get_dtype()
+                if kind.startswith(("F", "BF")):
+                    return _SAFETENSORS_DTYPES.get(kind, kind.lower())
+    except Exception:  # noqa: BLE001 -- a broken file is reported by the load itself
+        return None
+    return None
+
+
+def _placement_options(
+    model_class: type, source: str, revision: str | None, placement: Placement, device: torch.device, offload_folder: str | None
+) -> dict[str, object]:
+    """from_pretrained's device_map, max_memory and offload_folder; an explicit map checked on an empty model."""
+    from workbench.models.placement import explicit_map, memory_limits
+
+    options: dict[str, object] = {}
+    if placement.strategy is not None:
+        options["device_map"] = placement.strategy
+        limits = memory_limits(placement, device)
+        if limits is not None:
+            options["max_memory"] = limits
+    else:
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(source, revision=revision)
+        with torch.device("meta"):
+            skeleton = model_class.from_config(config)
+        options["device_map"] = explicit_map(skeleton, placement.device_map, device)  # type: ignore[arg-type]
+    if offload_folder is not None:
+        options["offload_folder"] = offload_folder
+    return options
+
+
+def _new_tensors_on_disk(model: torch.nn.Module, report: dict, device: torch.device) -> dict[str, Any] | None:
+    """The device map again, with cpu for the modules placed on disk whose tensors the checkpoint lacks.
+
+    Transformers draws tensors missing from the checkpoint (a new task head, a pooler) on the CPU,
+    but accelerate reads a disk-offloaded module's weights from the checkpoint's own files, where
+    these are not: the first forward would fail (KeyError: 'classifier.weight'). Such modules stay
+    on cpu (offloaded there beside a GPU); None when there are none.
+    """
+    from workbench.models.placement import explicit_map, module_of
+
+    device_map = _placed_map(model)
+    missing = [key for key in report.get("missing_keys") or [] if module_of(key, device_map) is not None]
+    owners = {key.rpartition(".")[0] for key in missing if device_map[module_of(key, device_map)] == "disk"}  # type: ignore[index]
+    if not owners:
+        return None
+    return explicit_map(model, {**device_map, **dict.fromkeys(owners, "cpu")}, device)
+
+
+def _drawn_off_cpu(place: Any) -> bool:
+    """Whether transformers materialises (and so draws) a missing tensor placed here elsewhere than on the CPU."""
+    return place not in ("cpu", "disk")
+
+
+def _draw_new_tensors_on_cpu(
+    model: torch.nn.Module,
+    report: dict,
+    model_class: type,
+    source: str,
+    options: dict,
+    attention: str,
+    random_state: torch.Tensor,
+    device: torch.device,
+) -> None:
+    """Give the tensors the checkpoint lacks, placed on a GPU, the values an unplaced load draws.
+
+    Transformers draws them where the map puts them: on a GPU from the CUDA generator, so a new task
+    head would differ from the one a model loaded whole on the CPU (then moved) gets. They are drawn
+    again as that load draws them, from the same CPU generator state, by a second load that leaves
+    every module on disk (nothing is read into memory) but the ones holding those tensors, on cpu.
+    """
+    from workbench.models.placement import explicit_map, module_of
+
+    device_map = _placed_map(model)
+    missing = [key for key in report.get("missing_keys") or [] if module_of(key, device_map) is not None]
+    elsewhere = [key for key in missing if _drawn_off_cpu(device_map[module_of(key, device_map)])]  # type: ignore[index]
+    if not elsewhere:
+        return
+    owners = {key.rpartition(".")[0] for key in missing}
+    donor_map = explicit_map(model, {"": "disk", **dict.fromkeys(owners, "cpu")}, device)
+    folder = _offload_folder()
+    try:
+        torch.random.set_rng_state(random_state)
+        donor_options = {key: value for key, value in options.items() if key != "max_memory"}
+        donor_options.update(device_map=donor_map, offload_folder=folder)
+        donor, _, _ = _from_pretrained(model_class, source, donor_options, attention)
+        with torch.no_grad():  # all of them: the ones drawn on the CPU came in another order
+            for key in missing:
+                drawn, target = donor.get_parameter_or_buffer(key), model.get_parameter_or_buffer(key)
+                if drawn.device.type != "meta" and target.device.type != "meta":  # tied, or offloaded: as drawn
+                    target.copy_(drawn.to(target.device))
+        del donor
+    finally:
+        _remove_folder(folder)
+
+
+def _settle_placement(
+    model: torch.nn.Module, placement: Placement | None, device: torch.device, offload_folder: str | None
+) -> tuple[dict[str, Any] | None, tuple[str, ...], torch.device | None]:
+    """(device map, offloaded modules, input device) of a placed model; an unplaced one moves to `device`."""
+    from workbench.models.placement import input_device, offloaded_modules
+
+    if placement is None:
+        model.to(device)
+        return None, (), None
+    device_map = _placed_map(model)
+    if offload_folder is not None:
+        if "disk" in device_map.values():
+            import shutil
+            import weakref
+
+            weakref.finalize(model, shutil.rmtree, offload_folder, True)  # with the model, or at exit
+        else:
+            _remove_folder(offload_folder)
+    inputs_at = input_device(model)
+    return device_map, offloaded_modules(device_map, inputs_at), inputs_at
+
+
+def _placed_map(model: torch.nn.Module) -> dict[str, Any]:
+    """Where a placed model's modules are: accelerate's map, or {'': device} when all landed on one."""
+    device_map = dict(getattr(model, "hf_device_map", None) or {})  # set by accelerate's dispatch_model
+    if not device_map:  # one device and no disk: transformers loaded it there and dispatched nothing
+        where = next(model.parameters()).device
+        device_map = {"": where.index if where.type == "cuda" and where.index is not None else where.type}
+    return device_map
+
+
+def _offload_folder() -> str:
+    """A private folder for weights offloaded to disk (under TMPDIR); removed with the model."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="workbench-offload-")
+
+
+def _remove_folder(folder: str | None) -> None:
+    if folder is not None:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def uses_token_types(model: torch.nn.Module) -> bool:
@@ -311,8 +577,21 @@ def save_model(loaded: LoadedModel, folder: Path, extra: dict | None = None) -> 
     loaded.tokenizer.save_pretrained(folder)
 
 
-def _from_pretrained(model_class: type, source: str, options: dict) -> tuple[torch.nn.Module, bool, dict]:
+def _from_pretrained(
+    model_class: type, source: str, options: dict, attention: str = ATTENTION_NAME
+) -> tuple[torch.nn.Module, bool, dict]:
     """(model, whether it dispatches through the workbench attention, transformers' loading report)."""
+    if attention != ATTENTION_NAME:  # asked for by the recipe: its failure is the recipe's to fix
+        try:
+            model, report = model_class.from_pretrained(source, attn_implementation=attention, **options)
+        except (ValueError, ImportError) as error:
+            if "attn" not in str(error).lower() and "attention" not in str(error).lower():
+                raise
+            raise ModelError(
+                f"model.attn_implementation '{attention}' cannot load {source}: {_first_line(error)}",
+                hint="leave model.attn_implementation unset (sdpa through the workbench function), or use eager or sdpa",
+            ) from None
+        return model, False, report
     try:
         model, report = model_class.from_pretrained(source, attn_implementation=ATTENTION_NAME, **options)
         return model, bool(getattr(model, "_supports_attention_backend", False)), report

@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from workbench.errors import did_you_mean
 from workbench.recipe.yaml_source import SourceMap
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
@@ -19,6 +20,10 @@ MODEL_HEADS = ("base", "sequence-classification", "causal-lm", "masked-lm")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; torch and random take any, so this is the common range
 MAX_LABELS = 100_000  # a head of 100k classes is already a vocabulary; more is a typo
 MAX_EXAMPLES = 100_000_000  # `limit`: far beyond any dataset the workbench reads into memory
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+MODULE_NAME = r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*"  # a dotted module path (model.device_map keys)
+MEMORY_SIZE = r"[0-9]+(\.[0-9]+)?\s*([KMGT]i?B)"  # model.max_memory values (B for bytes: "10Gb" is no size here)
 
 
 # pydantic's strict mode: '16' is not an int, true is not a number, 16.0 is not an int (a float field
@@ -31,6 +36,15 @@ class Strict(BaseModel):
     """Unknown keys are errors; values are not silently coerced from the wrong type."""
 
     model_config = ConfigDict(extra="forbid", **STRICT_TYPES)
+
+
+def _device_problem(device: int | str) -> str | None:
+    """Why a device of model.device_map or model.max_memory is none: GPU index, cpu, mps, cuda[:N] or disk."""
+    if isinstance(device, int):
+        return f"GPU {device} does not exist (GPUs are 0, 1, ...)" if device < 0 else None
+    if re.fullmatch(r"cpu|mps|disk|[0-9]+|cuda(:[0-9]+)?", device):  # "0": a key written by --set
+        return None
+    return f"'{device}' is not a device (0, 1, ... for GPUs, cpu, mps, cuda:N or disk)"
 
 
 class ModelSpec(Strict):
@@ -47,7 +61,81 @@ class ModelSpec(Strict):
         description="class names in id order; default: the checkpoint's id2label, else the sorted labels "
         "of the dataset the first finetune step trains on (all of it, before limit)",
     )
-    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights and activations")
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = Field(
+        "float32",
+        description="weights and activations; auto: the checkpoint's own (config.json's dtype, else its "
+        "safetensors weights', else float32), for fine-tuned copies too",
+    )
+    device_map: str | dict[str, int | str] | None = Field(
+        None,
+        description="spread a model too big for one device (accelerate): a strategy (auto, balanced, "
+        "balanced_low_0, sequential), or {module: device} with "
+        "devices 0, 1, ... (GPUs), cpu, disk, mps; module names as in named_modules(), with or without the "
+        "base model's prefix; '' places every module not named. cpu/disk modules are offloaded (weights loaded "
+        "at each forward); results are the same as on one device, so it is not part of cache keys",
+    )
+    max_memory: dict[int | str, int | str] | None = Field(
+        None,
+        description="with a device_map strategy: the most each device may hold, {0: 10GiB, cpu: 30GiB} (bytes, "
+        "or KB/MB/GB/TB, KiB/MiB/GiB/TiB); default: what is free on the recipe's device(s) and the CPU",
+    )
+    attn_implementation: str | None = Field(
+        None,
+        description="Transformers' attention (eager, sdpa, flash_attention_2, flash_attention_3, flex_attention) for "
+        "the steps that read no heads (finetune, evaluate without a mask, extract); steps that gate or observe "
+        "heads keep the workbench's own and say so",
+    )
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known_attention(cls, value: str | None) -> str | None:
+        if value is not None and value not in ATTENTION_IMPLEMENTATIONS:
+            suggestion = did_you_mean(value, ATTENTION_IMPLEMENTATIONS)
+            raise ValueError(
+                f"'{value}' is not an attention implementation: {', '.join(ATTENTION_IMPLEMENTATIONS)}"
+                + (f" ({suggestion})" if suggestion else "")
+            )
+        return value
+
+    @field_validator("device_map")
+    @classmethod
+    def _device_map_entries(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in DEVICE_MAP_STRATEGIES:
+            suggestion = did_you_mean(value, DEVICE_MAP_STRATEGIES)
+            raise ValueError(
+                f"'{value}' is no strategy: {', '.join(DEVICE_MAP_STRATEGIES)}, or give a {{module: device}} map"
+                + (f" ({suggestion})" if suggestion else "")
+            )
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("give at least one module, or a strategy: auto, balanced, balanced_low_0, sequential")
+            for module, device in value.items():
+                if module and not re.fullmatch(MODULE_NAME, module):
+                    raise ValueError(f"'{module}' is not a module name (dotted, e.g. encoder.layer.0)")
+                problem = _device_problem(device)
+                if problem:
+                    raise ValueError(f"module '{module}': {problem}")
+        return value
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory_sizes(cls, value: dict[int | str, int | str] | None, info: ValidationInfo) -> dict[int | str, int | str] | None:
+        if value is None:
+            return None
+        if not isinstance(info.data.get("device_map"), str):  # device_map is validated first (field order)
+            raise ValueError(
+                "max_memory limits what a device_map strategy places: set device_map to auto, balanced, "
+                "balanced_low_0 or sequential (an explicit map already says where every module goes)"
+            )
+        if not value:
+            raise ValueError("give at least one device, e.g. {0: 10GiB, cpu: 30GiB}")
+        for device, size in value.items():
+            problem = _device_problem(device)
+            if problem:
+                raise ValueError(problem)
+            if isinstance(size, int) and size < 0 or isinstance(size, str) and not re.fullmatch(MEMORY_SIZE, size):
+                raise ValueError(f"'{size}' ({device}) is not a size: bytes, or a number with KB, MB, GB, TB, KiB, MiB, GiB or TiB")
+        return value
 
     @field_validator("labels")
     @classmethod
@@ -77,11 +165,47 @@ class DatasetSpec(BaseModel):
     )
     data_dir: str | None = Field(None, description="a folder of files (python_code: a folder of .py files)")
     revision: str | None = Field(None, description="hub dataset revision")
-    split: str = Field("train", description="the split to read (local files are all in 'train')")
+    split: str = Field(
+        "train",
+        description="the split to read (local files are all in 'train'), optionally sliced as datasets writes it: "
+        "train[:2000], train[10%:20%], train[:1000]+validation[:100]",
+    )
     text: str | list[str] | None = Field(None, description="text column, or two columns for sentence pairs")
     label: str | None = Field(None, description="label column (int classes, strings, or floats for regression)")
     limit: int | None = Field(None, ge=1, le=MAX_EXAMPLES, description="use only the first N examples")
     max_length: int = Field(128, ge=2, le=100_000, description="truncate tokenized examples to this many tokens")
+    streaming: bool = Field(
+        False,
+        description="stream the split instead of downloading and converting it whole (hub datasets too big to "
+        "fit); reads only the first `limit` examples (or an absolute slice, train[:2000]), so one is needed",
+    )
+
+    @field_validator("split")
+    @classmethod
+    def _split_syntax(cls, value: str) -> str:
+        # datasets' own grammar (arrow_reader._SUB_SPEC_RE), checked here so a typo is a recipe error
+        # at its line, not a builder's exception after the download
+        example = "e.g. train, train[:2000], train[10%:20%] or train[:1000]+validation[:100]"
+        for part in re.split(r"\s*\+\s*", value.strip()):
+            match = re.fullmatch(
+                r"(?P<split>\w+(\.\w+)*)(\[(?P<from>-?[\d_]+)?(?P<from_pct>%)?:(?P<to>-?[\d_]+)?(?P<to_pct>%)?\])?"
+                r"(\((?P<rounding>[^)]*)\))?",
+                part,
+            )
+            if match is None or (match["from_pct"] and match["from"] is None) or (match["to_pct"] and match["to"] is None):
+                raise ValueError(f"'{part}' is not a split or a slice of one ({example})")
+            start, stop = match["from"], match["to"]
+            if match["rounding"] is not None and match["rounding"] not in ("closest", "pct1_dropremainder"):
+                raise ValueError(f"'{part}': rounding is closest or pct1_dropremainder, not '{match['rounding']}'")
+            if start is not None and stop is not None and bool(match["from_pct"]) != bool(match["to_pct"]):
+                raise ValueError(f"'{part}': both ends of a slice are percentages, or neither ({example})")
+            percent = bool(match["from_pct"] or match["to_pct"])
+            bounds = [int(end.replace("_", "")) for end in (start, stop) if end is not None]
+            if percent and any(not -100 <= bound <= 100 for bound in bounds):
+                raise ValueError(f"'{part}': a percentage lies between -100% and 100%")
+            if start is not None and stop is not None and (bounds[0] < 0) == (bounds[1] < 0) and bounds[0] >= bounds[1]:
+                raise ValueError(f"'{part}' selects no examples (the slice's start is not before its end)")
+        return value
 
     @field_validator("text")
     @classmethod

@@ -41,7 +41,7 @@ class Evaluate(Step):
     def run(self, ctx: "StepContext", params: EvaluateParams) -> StepResult:  # type: ignore[override]
         from workbench.analysis.tasks import evaluate_task, prepare_task
 
-        loaded = ctx.model(params.model)
+        loaded = ctx.model(params.model, head_access=params.mask is not None)  # a mask needs the workbench gates
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         gates = ctx.upstream(params.mask).tensors["mask"].to(loaded.device) if params.mask else None
         evaluation = evaluate_task(

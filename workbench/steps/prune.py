@@ -107,7 +107,7 @@ class Prune(Step):
         from workbench.models.loading import save_model
         from workbench.models.pruning import count_parameters, heads_json, prune_heads, pruned_heads
 
-        loaded = ctx.model(params.model)
+        loaded = ctx.model(params.model, changes_weights=True)
         loaded.require_heads("pruning")
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         metric = default_metric(task.kind)
