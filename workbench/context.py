@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from workbench.data.sources import LoadedDataset, load_dataset_spec
+from workbench.distributed import World, current_world
 from workbench.errors import ModelError, StepError
 from workbench.progress import ProgressReporter
 from workbench.steps.base import StepParams, StepResult
@@ -27,9 +28,11 @@ DATASET_KINDS = {"text": "text", "treebank": "treebank (path: conllu)", "code": 
 class RunResources:
     """Shared by the steps of one run: loaded datasets and the results of finished steps."""
 
-    def __init__(self, plan: "Plan", progress: ProgressReporter):
+    def __init__(self, plan: "Plan", progress: ProgressReporter, cache_dir: Path | None = None):
         self.plan = plan
         self.progress = progress
+        self.cache_dir = cache_dir  # the store's cache folder: where derived data (tokenisations) may live
+        self.world = current_world()  # this process's rank in a data-parallel run (one process: rank 0 of 1)
         self.resolved_device: "torch.device | None" = None
         self.datasets: dict[str, LoadedDataset] = {}
         self.results: dict[str, StepResult] = {}
@@ -56,7 +59,10 @@ class RunResources:
             training = self.plan.training_dataset()
             if training is None:
                 return None
-            whole = load_dataset_spec(training, recipe.recipe.datasets[training].model_copy(update={"limit": None}), recipe.base_dir)
+            spec_of_training = recipe.recipe.datasets[training]
+            # The whole training set names the classes; a stream is read only as far as its limit.
+            whole_spec = spec_of_training if spec_of_training.streaming else spec_of_training.model_copy(update={"limit": None})
+            whole = load_dataset_spec(training, whole_spec, recipe.base_dir)
             labels = whole.labels() or []
             if whole.class_names:
                 vocabulary = LabelVocabulary(tuple(whole.class_names), f"dataset '{training}' (its ClassLabel names)")
@@ -76,15 +82,30 @@ class RunResources:
         if self.resolved_device is None:
             from workbench.device import pick_device
 
-            self.resolved_device = pick_device(self.plan.recipe.recipe.device)
+            requested = self.plan.recipe.recipe.device
+            if self.world.backend == "nccl" and requested in ("auto", "cuda"):
+                requested = f"cuda:{self.world.local_rank}"  # one GPU per process
+            self.resolved_device = pick_device(requested)
         return self.resolved_device
 
 
 class StepContext:
-    def __init__(self, resources: RunResources, step: "PlannedStep", output_dir: Path):
+    def __init__(self, resources: RunResources, step: "PlannedStep", output_dir: Path, shared_output_dir: Path | None = None):
         self._resources = resources
         self.step = step
-        self.output_dir = output_dir  # files written here become the step's files artifact
+        # Files written here become the step's files artifact. On ranks other than 0 it is a private
+        # scratch folder (thrown away), so a step that is not data-parallel may write as it likes.
+        self.output_dir = output_dir
+        # Rank 0's output folder, on every rank: for steps whose ranks write disjoint files (extract).
+        self.shared_output_dir = shared_output_dir or output_dir
+
+    @property
+    def world(self) -> "World":
+        """Which process of the run this is; steps split their batches with world.shard.
+
+        (A step that is not data-parallel runs on rank 0 in a world of its own: workbench.distributed.alone.)
+        """
+        return current_world()
 
     @property
     def params(self) -> StepParams:
@@ -100,8 +121,15 @@ class StepContext:
 
     @property
     def recipe_dtype(self) -> str:
-        """The recipe's model.dtype: float32, float16 or bfloat16."""
-        return self._resources.plan.recipe.recipe.model.dtype
+        """The recipe's model.dtype: float32, float16 or bfloat16 (`auto`: the checkpoint's)."""
+        spec = self._resources.plan.recipe.recipe.model
+        if spec.dtype != "auto":
+            return spec.dtype
+        from workbench.models.loading import checkpoint_dtype
+        from workbench.models.sources import resolve_model_source
+
+        _, folder = resolve_model_source(spec.id, self.recipe_dir)
+        return checkpoint_dtype(str(folder) if folder is not None else spec.id, spec.revision)
 
     @property
     def recipe_dir(self) -> Path:
@@ -115,6 +143,8 @@ class StepContext:
             loaded = load_dataset_spec(name, recipe.recipe.datasets[name], recipe.base_dir)
             if len(loaded) == 0:
                 raise StepError(f"dataset '{name}' is empty")
+            if self._resources.cache_dir is not None:
+                loaded.tokenised_dir = self._resources.cache_dir / "tokenised"
             self._resources.datasets[name] = loaded
         if kinds and loaded.kind not in kinds:
             wanted = " or ".join(DATASET_KINDS[kind] for kind in kinds)
@@ -128,20 +158,40 @@ class StepContext:
         """The parameters another step of this recipe was given (e.g. which dataset it read)."""
         return self._resources.plan.step(step_id).params
 
-    def model(self, reference: str | None = None, *, head: str | None = None, dtype: str | None = None) -> "LoadedModel":
+    def model(
+        self,
+        reference: str | None = None,
+        *,
+        head: str | None = None,
+        dtype: str | None = None,
+        head_access: bool = True,
+        changes_weights: bool = False,
+    ) -> "LoadedModel":
         """A fresh copy of the recipe's model, or of the model another step produced.
 
-        `dtype` overrides the recipe's (finetune keeps float32 master weights under autocast).
+        `dtype` overrides the recipe's (finetune keeps float32 master weights under autocast);
+        `dtype: auto` is the recipe checkpoint's dtype, for fine-tuned copies too.
+        `head_access=False`: the step gates and observes no heads, so the recipe's
+        `model.attn_implementation` (if any) is used; with head access the workbench attention
+        stays, and the step says so once. `changes_weights`: the step trains or slices the
+        weights, so a `model.device_map` that offloads modules to cpu/disk is refused.
+        The recipe's `model.device_map` / `max_memory` place every model the step loads.
         """
-        from workbench.models.loading import load_model
+        from workbench.errors import RecipeError
+        from workbench.models.loading import checkpoint_dtype, load_model
+        from workbench.models.placement import describe
         from workbench.models.sources import resolve_model_source
 
         spec = self._resources.plan.recipe.recipe.model
         head = head or spec.head
         labels, num_labels = None, spec.num_labels
-        if reference is None:
+
+        def recipe_source() -> str:
             _, folder = resolve_model_source(spec.id, self.recipe_dir)
-            source = str(folder) if folder is not None else spec.id
+            return str(folder) if folder is not None else spec.id
+
+        if reference is None:
+            source = recipe_source()
             revision = spec.revision
             if head == "sequence-classification":
                 labels = self._resources.recipe_labels(source, revision)
@@ -152,15 +202,40 @@ class StepContext:
             except FileNotFoundError:
                 raise StepError(f"step '{reference}' produced no model") from None
             revision = None
-        loaded = load_model(
-            source,
-            head=head,
-            num_labels=num_labels,
-            labels=labels,
-            revision=revision,
-            dtype=dtype or spec.dtype,
-            device=self.device,
-        )
+        dtype = dtype or spec.dtype
+        if dtype == "auto":  # the recipe checkpoint's: a fine-tuned copy is saved in float32
+            dtype = checkpoint_dtype(source if reference is None else recipe_source(), spec.revision)
+        attention = spec.attn_implementation if not head_access else None
+        if head_access and spec.attn_implementation and not getattr(self, "_said_attention", False):
+            self._said_attention = True
+            self.log(
+                f"model.attn_implementation '{spec.attn_implementation}' is not used here: {self.step.kind} "
+                "reads the heads, so it keeps the workbench attention function"
+            )
+        try:
+            loaded = load_model(
+                source,
+                head=head,
+                num_labels=num_labels,
+                labels=labels,
+                revision=revision,
+                dtype=dtype,
+                device=self.device,
+                device_map=spec.device_map,
+                max_memory=spec.max_memory,
+                attn_implementation=attention,
+                changes_weights=changes_weights,
+            )
+        except RecipeError as error:  # about model.device_map: point at the recipe's line
+            if error.file is not None or not (error.field or "").startswith("model."):
+                raise
+            recipe = self._resources.plan.recipe
+            path = tuple(error.field.split(".", 2))  # type: ignore[union-attr]  # a map key may hold dots
+            raise RecipeError(
+                error.detail, file=recipe.source.file, line=recipe.source.key_line_of(path), field=error.field, hint=error.hint
+            ) from None
+        if loaded.device_map:
+            self.log(f"model placed by model.device_map on {describe(loaded.device_map)}; inputs go to {loaded.device}")
         if reference is None and loaded.resolved_commit:
             self._resources.resolved_commits[spec.id] = loaded.resolved_commit
         return loaded

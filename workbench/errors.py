@@ -65,6 +65,10 @@ class RunInterrupted(WorkbenchError):
     """The run was stopped by Ctrl-C or SIGTERM; finished steps are cached (exit code 130)."""
 
 
+class RankStopped(WorkbenchError):
+    """A data-parallel run's launcher stopped this rank because another one failed."""
+
+
 class StepError(WorkbenchError):
     """A step was asked to do something that cannot be done with its inputs."""
 

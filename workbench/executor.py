@@ -21,7 +21,8 @@ from workbench.cache import Cache, CorruptEntry, EntryFile
 from workbench.context import RunResources, StepContext
 from workbench.db.store import Store, register_live_run, unregister_live_run
 from workbench.environment import software_environment
-from workbench.errors import RecipeError, RunInterrupted, StoreError, WorkbenchError, did_you_mean
+from workbench.distributed import World, current_world
+from workbench.errors import RankStopped, RecipeError, RunInterrupted, StoreError, WorkbenchError, did_you_mean
 from workbench.hashing import value_sha256
 from workbench.plan import Plan, PlannedStep, build_plan
 from workbench.progress import ProgressReporter
@@ -77,8 +78,11 @@ def run_recipe(
     """
     plan = build_plan(loaded)
     forced = _forced_steps(plan, force or [])
+    world = current_world(cpu=loaded.recipe.device == "cpu")
+    if not world.is_main:
+        return _follow(plan, forced, store_dir, world)
     progress = progress or ProgressReporter()
-    resources = RunResources(plan, progress)
+    resources = RunResources(plan, progress, store_dir / "cache")
     if loaded.recipe.device not in ("auto", "cpu"):
         resources.device  # an explicitly requested accelerator that is missing fails before anything runs
     store = Store.open(store_dir)
@@ -94,12 +98,16 @@ def run_recipe(
         seed=loaded.recipe.seed,
         device=loaded.recipe.device,
         overrides=loaded.overrides,
-        environment={**software_environment(loaded.base_dir), "provenance": _provenance(loaded, plan)},
+        environment={
+            **software_environment(loaded.base_dir),
+            "provenance": _provenance(loaded, plan),
+            "world_size": world.size,  # not in any cache key: results must not depend on it
+        },
     )
     register_live_run(run_id)
     outcome = RunOutcome(run_id, "running", device=loaded.recipe.device)
     try:
-        with progress, _stop_on_sigterm():
+        with progress, _stop_on_sigterm(world):
             for step in plan.steps:
                 outcome.steps.append(_run_step(step, step.step_id in forced, resources, cache, store, run_id))
     except KeyboardInterrupt:
@@ -174,6 +182,7 @@ def _run_step(
                 loaded = _load_cached(step, cache, resources, warnings)
                 if loaded is not None:
                     result, manifest = loaded
+                    resources.world.broadcast(_Decision("cached"))
                     return _cached(step, step_pk, store, resources, result, manifest, warnings, started)
             claim = cache.claim(step.key, on_wait=lambda holder: resources.progress.log(
                 f"step '{step.step_id}': waiting for {holder.describe()}, which is computing the same step"
@@ -236,13 +245,13 @@ def _compute(
     step: PlannedStep, step_pk: int, store: Store, resources: RunResources, cache: Cache, warnings: list[str], started: float
 ) -> StepOutcome:
     staging = cache.staging_dir(step.key)
+    world = resources.world
     try:
-        from workbench.device import seed_everything
-
-        seed_everything(resources.plan.recipe.recipe.seed)
-        context = StepContext(resources, step, staging / "files")
-        result = STEP_TYPES[step.kind]().run(context, step.params)
+        world.broadcast(_Decision("compute", str(staging / "files")))
+        result = _compute_result(step, resources, staging / "files", staging / "files")
+        world.barrier()  # every rank's files are written before rank 0 commits the entry
         committed = cache.commit(step.key, staging, result)
+        world.broadcast(_Decision("committed"))
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         failure = _disk_problem(error, cache) or error
@@ -266,6 +275,60 @@ def _compute(
     duration = time.perf_counter() - started
     _record(store, step_pk, "done", duration, result, committed.manifest, step.key, warnings)
     return StepOutcome(step.step_id, step.kind, step.key, "done", duration, result, "; ".join(warnings) or None)
+
+
+def _compute_result(step: PlannedStep, resources: RunResources, output_dir: Path, shared_output_dir: Path) -> StepResult:
+    from contextlib import nullcontext
+
+    from workbench.device import seed_everything
+    from workbench.distributed import alone
+
+    seed_everything(resources.plan.recipe.recipe.seed)
+    kind = STEP_TYPES[step.kind]
+    with nullcontext() if kind.data_parallel else alone():
+        context = StepContext(resources, step, output_dir, shared_output_dir)
+        return kind().run(context, step.params)
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What rank 0 tells the other ranks about a step: load it (cached), compute it, or it is committed."""
+
+    action: str  # cached | compute | committed
+    shared_output_dir: str | None = None
+
+
+def _follow(plan: Plan, forced: set[str], store_dir: Path, world: "World") -> RunOutcome:
+    """A rank other than 0: compute what rank 0 computes, load what it loads; write no store or cache.
+
+    Rank 0 decides each step (it holds the cache locks and the store) and says so by broadcast;
+    after a computed step this rank reads rank 0's committed entry, so every rank goes on with the
+    same upstream results.
+    """
+    import tempfile
+
+    resources = RunResources(plan, ProgressReporter(enabled=False), store_dir / "cache")
+    cache = Cache(store_dir / "cache")
+    outcome = RunOutcome(None, "running")
+    with _stop_on_sigterm(world):
+        for step in plan.steps:
+            started = time.perf_counter()
+            decision = world.broadcast(_Decision(""))
+            status = "cached"
+            if decision.action == "compute":
+                with tempfile.TemporaryDirectory(prefix=f"workbench-rank{world.rank}-") as scratch:
+                    if STEP_TYPES[step.kind].data_parallel:  # else rank 0 computes it alone (a probe: cheap)
+                        _compute_result(step, resources, Path(scratch), Path(decision.shared_output_dir or scratch))
+                    world.barrier()
+                world.broadcast(_Decision(""))  # rank 0 committed
+                status = "done"
+            result, _ = cache.load(step.key)
+            if "torch" in sys.modules:
+                result.to_torch()
+            resources.results[step.step_id] = result
+            outcome.steps.append(StepOutcome(step.step_id, step.kind, step.key, status, time.perf_counter() - started, result))
+    outcome.status = "finished"
+    return outcome
 
 
 def _disk_problem(error: BaseException, cache: Cache) -> StoreError | None:
@@ -348,10 +411,16 @@ def _describe(error: BaseException) -> str:
 
 
 @contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C so the run is recorded as interrupted."""
+def _stop_on_sigterm(world: "World") -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so the run is recorded as interrupted.
+
+    In a data-parallel run the launcher sends SIGTERM to every rank when one of them failed: the
+    run then failed (that rank printed why), it was not stopped by the user.
+    """
 
     def interrupt(_signum: int, _frame: object) -> None:
+        if world.distributed:
+            raise RankStopped("stopped by the launcher: another process of this run failed (its message says why)")
         raise KeyboardInterrupt
 
     try:

@@ -27,9 +27,12 @@ Nothing of size [seq, seq] outlives a batch: each statistic is a running [layers
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from workbench.distributed import World
 
 STATISTICS = (
     "entropy_smoothed",
@@ -121,6 +124,10 @@ class HeadStatistics:
         first_query[:, 0] = True
         accumulate("cls_entropy_smoothed", entropy, first_query)
 
+    def combine(self, world: "World") -> None:
+        """Add up the running sums of every rank of a data-parallel run."""
+        world.sum_each([*self.sums.values(), *self.counts.values()])
+
     def result(self) -> dict[str, torch.Tensor]:
         """Mean of each statistic, [layers, heads] (NaN where a head was never seen, e.g. pruned)."""
         return {name: (self.sums[name] / self.counts[name]).float().cpu() for name in STATISTICS}
@@ -164,6 +171,10 @@ class AttentionGradients:
             cells = (queries & chosen[:, None, None, :]).double()  # [batch, 1, q_len, k_len]
             self.sums[kind][layer] += (magnitude * cells).sum()
             self.counts[kind][layer] += cells.sum() * heads
+
+    def combine(self, world: "World") -> None:
+        """Add up the running sums of every rank of a data-parallel run."""
+        world.sum_each([*self.sums.values(), *self.counts.values()])
 
     def result(self) -> dict[str, torch.Tensor]:
         """grad_<kind>: [layers] mean |dL/dA| of the weights to that kind of token (NaN if none)."""

@@ -152,6 +152,8 @@ class CatAccumulator:
     others are NaN.
     """
 
+    TOTALS = ("num_examples", "_layer_sum", "_layer_count", "_head_sum", "_head_count")  # summed over ranks
+
     def __init__(
         self,
         num_layers: int,
@@ -238,6 +240,8 @@ class TypeRates:
     per token are not eligible; the `count` types with the highest rate are kept, per layer, as the
     paper's get_freq_type_list does (it keeps 8).
     """
+
+    TOTALS = ("high", "pairs", "tokens")  # summed over ranks
 
     def __init__(self, num_layers: int, attention_quantile: float = ATTENTION_QUANTILE):
         self.num_layers = num_layers

@@ -47,6 +47,11 @@ class LayerStatistics:
         self.value_sum += vectors.sum(1)
         self.square_sum += (vectors**2).sum(1)
 
+    def combine(self, world) -> None:  # type: ignore[no-untyped-def]
+        """Add up the running sums of every rank of a data-parallel run (workbench.distributed.World)."""
+        self.count = int(world.sum_number(self.count))
+        world.sum_each([self.norm_sum, self.unit_sum, self.value_sum, self.square_sum])
+
     def result(self) -> dict[str, torch.Tensor]:
         n = max(self.count, 1)
         mean = self.value_sum / n

@@ -25,6 +25,7 @@ import torch
 
 from workbench.analysis.tasks import ScoreAccumulator, TaskData, batch_loss
 from workbench.data.batching import Batch, batch_order, collate
+from workbench.distributed import World, current_world
 from workbench.models.attention import head_hooks
 from workbench.models.loading import LoadedModel
 from workbench.models.pruning import present_heads
@@ -57,6 +58,7 @@ def head_importance(
     track: Callable[[Iterable[Batch], int], Iterable[Batch]] | None = None,
     naive: bool = False,
     micro_batch_size: int = 32,
+    world: World | None = None,
 ) -> ImportanceResult:
     """Importance of every head on a task, optionally under a head mask [layers, heads] of 0/1.
 
@@ -69,6 +71,10 @@ def head_importance(
 
     `naive=True` is the plain baseline the benchmark compares against: parameters requiring
     gradients, eager attention and padding to max_length, one backward per batch.
+
+    Data-parallel (`world`, by default this process's): every rank takes its share of the forward
+    passes; per-example gradients are summed over ranks, and a `batch` group's signed gradient is
+    summed over the ranks that saw its micro-batches before its absolute value is taken.
     """
     import time
 
@@ -84,7 +90,10 @@ def head_importance(
     entropy = EntropyAccumulator(shape, device) if compute_entropy else None
     scores = ScoreAccumulator(task)
     pad_to = task.encodings.max_length if naive else None
+    world = world or current_world()
     plan = _batch_plan(task, granularity, batch_size, micro_batch_size, naive)  # [(group, indices)]
+    groups = plan[-1][0] + 1 if plan else 0
+    plan = world.shard(plan)
     batches: Iterable[tuple[int, Batch]] = (
         (group, collate(task.encodings, indices, device, pad_to)) for group, indices in plan
     )
@@ -92,15 +101,11 @@ def head_importance(
         batches = track(batches, len(plan))  # type: ignore[arg-type,assignment]
 
     started = time.perf_counter()
-    group_gradient = torch.zeros(shape, dtype=torch.float64, device=device)  # signed, of the current group
-    group_size, current = 0, None
+    if granularity == "batch":  # signed gradient and size of every group, [groups, layers, heads] and [groups]
+        group_gradients = torch.zeros((groups, *shape), dtype=torch.float64, device=device)
+        group_sizes = torch.zeros(groups, dtype=torch.float64, device=device)
     with frozen_parameters(model, keep_parameters=naive), torch.enable_grad():
         for group, batch in batches:
-            if granularity == "batch" and group != current:
-                if current is not None:
-                    gradient_sum += (group_gradient / group_size).abs()
-                group_gradient.zero_()
-                group_size, current = 0, group
             gates = _gates_for(granularity, base_gates, batch)  # requires grad
             observers = [entropy.observer(batch.attention_mask)] if entropy else []
             with head_hooks(gates=gates, observers=observers, eager=naive):
@@ -112,15 +117,22 @@ def head_importance(
             else:  # only the path to the gates: no weight gradients are computed
                 (gradient,) = torch.autograd.grad(objective, gates)
             if granularity == "batch":  # d(sum of the micro-batch's losses)/dxi; the group's mean comes last
-                group_gradient += gradient.double()
-                group_size += int(loss.tokens.sum()) if task.kind == "lm" else len(batch)
+                group_gradients[group] += gradient.double()
+                group_sizes[group] += int(loss.tokens.sum()) if task.kind == "lm" else len(batch)
             else:
                 gradient_sum += _absolute_per_granularity(gradient, granularity, batch).double()
             scores.add(batch, loss)
             if naive:
                 model.zero_grad(set_to_none=True)
-        if granularity == "batch" and current is not None:
-            gradient_sum += (group_gradient / group_size).abs()
+    if granularity == "batch" and groups:
+        world.sum(group_gradients)
+        world.sum(group_sizes)
+        gradient_sum += (group_gradients / group_sizes.clamp(min=1).view(-1, 1, 1)).abs().sum(0)
+    else:
+        world.sum(gradient_sum)
+    if entropy is not None:
+        world.sum(entropy.total)
+    scores.combine(world)
     seconds = time.perf_counter() - started
 
     tokens = task.encodings.num_tokens

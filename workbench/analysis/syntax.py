@@ -211,6 +211,8 @@ class DependencyHeadScorer:
     of the others (pruned heads, all zeros) are still accepted, but their accuracies come out NaN.
     """
 
+    TOTALS = ("_hits", "_offset_hits", "_counts", "_all_hits", "_all_offset_hits", "_all_count")  # summed over ranks
+
     def __init__(
         self,
         num_layers: int,
@@ -386,6 +388,8 @@ def js_divergence_between_heads(
 
 class HeadJSDivergence:
     """Accumulates `js_divergence_between_heads` over sentences (Clark sec. 6): `[L*H, L*H]` distances."""
+
+    TOTALS = ("_total", "num_tokens")  # summed over ranks
 
     def __init__(
         self, num_layers: int, num_heads: int, *, eps: float = JS_SMOOTHING, chunk_elements: int = 2**24

@@ -21,6 +21,7 @@ import torch
 from workbench.analysis.metrics import classification_metrics, lm_metrics, regression_metrics
 from workbench.data.batching import Batch, Encodings, encode_dataset
 from workbench.data.sources import LoadedDataset
+from workbench.distributed import World, current_world
 from workbench.errors import StepError
 from workbench.models.loading import LoadedModel
 
@@ -131,6 +132,19 @@ class ScoreAccumulator:
             self.predictions.append(loss.outputs.detach().cpu())
             self.indices.append(batch.indices)
 
+    def combine(self, world: World) -> None:
+        """Take in every rank's predictions (a data-parallel run: each rank saw its own batches)."""
+        if not world.distributed:
+            return
+        if self.task.kind == "lm":
+            self.total_nll = float(world.sum_number(self.total_nll))
+            self.total_tokens = int(world.sum_number(self.total_tokens))
+            return
+        mine = (torch.cat(self.predictions), torch.cat(self.indices)) if self.indices else None
+        parts = [part for part in world.gather_by_rank(mine) if part is not None]
+        self.predictions = [predictions for predictions, _ in parts]
+        self.indices = [indices for _, indices in parts]
+
     def metrics(self) -> dict[str, float]:
         if self.task.kind == "lm":
             return lm_metrics(self.total_nll, self.total_tokens)
@@ -168,20 +182,25 @@ def evaluate_task(
     seed: int = 0,
     track: Callable[[Iterable[Batch], int], Iterable[Batch]] | None = None,
     batches: list[Batch] | None = None,
+    world: World | None = None,
 ) -> Evaluation:
     """Score the model on a task under optional head gates (a head mask is gates of 0/1).
 
     `batches`: the task's examples already collated (`collate_task`), for callers that score many
-    gate settings on the same data.
+    gate settings on the same data. In a data-parallel run (`world`, by default this process's)
+    each rank scores its share of the batches and the metrics are computed from all of them.
     """
     from workbench.models.attention import head_hooks
 
+    world = world or current_world()
     loaded.model.eval()
     accumulator = ScoreAccumulator(task)
     if batches is None:
-        batches = collate_task(loaded, task, batch_size, lazy=True)  # type: ignore[assignment]
+        batches = collate_task(loaded, task, batch_size, lazy=True, world=world)  # type: ignore[assignment]
+    else:
+        batches = world.shard(batches)
     if track is not None:
-        batches = track(batches, math.ceil(len(task) / batch_size))  # type: ignore[assignment,arg-type]
+        batches = track(batches, math.ceil(math.ceil(len(task) / batch_size) / world.size))  # type: ignore[assignment,arg-type]
     synchronize(loaded.device)
     started = time.perf_counter()
     with torch.inference_mode(), head_hooks(gates=gates):
@@ -189,14 +208,23 @@ def evaluate_task(
             accumulator.add(batch, batch_loss(loaded, batch, task, seed))
     synchronize(loaded.device)
     seconds = time.perf_counter() - started
+    accumulator.combine(world)
     return Evaluation(accumulator.metrics(), seconds, len(task), accumulator.predictions_in_order())
 
 
-def collate_task(loaded: LoadedModel, task: TaskData, batch_size: int, *, lazy: bool = False) -> Iterable[Batch]:
-    """The task's examples in length-sorted batches on the model's device (a list, or a generator)."""
+def collate_task(
+    loaded: LoadedModel, task: TaskData, batch_size: int, *, lazy: bool = False, world: World | None = None
+) -> Iterable[Batch]:
+    """The task's examples in length-sorted batches on the model's device (a list, or a generator).
+
+    With `world`, only this rank's share of the batches.
+    """
     from workbench.data.batching import batch_order, collate
 
-    batches = (collate(task.encodings, indices, loaded.device) for indices in batch_order(task.encodings.lengths, batch_size))
+    order = batch_order(task.encodings.lengths, batch_size)
+    if world is not None:
+        order = world.shard(order)
+    batches = (collate(task.encodings, indices, loaded.device) for indices in order)
     return batches if lazy else list(batches)
 
 

@@ -83,7 +83,7 @@ class Attention(Step):
         punctuation = torch.tensor(punctuation_ids(tokenizer), device=loaded.device)
         maps = MapKeeper(params.save_maps, *loaded.layout.shape)
 
-        order = batch_order(encodings.lengths, params.batch_size)
+        order = ctx.world.shard(batch_order(encodings.lengths, params.batch_size))  # this rank's batches
         observers = [statistics.observe, maps.observe]
         for indices in ctx.track(order, len(order), "attention"):
             batch = collate(encodings, indices, loaded.device)
@@ -97,6 +97,10 @@ class Attention(Step):
             if gradients is not None:
                 _add_gradients(ctx, loaded, batch, task, gradients, is_sep, is_punct, [] if loaded.head == "masked-lm" else observers)
 
+        statistics.combine(ctx.world)
+        if gradients is not None:
+            gradients.combine(ctx.world)
+        maps.combine(ctx.world)
         scores = statistics.result()
         present = present_heads(loaded)  # [layers, heads]
         layer_means = {name: _mean_over_present(scores[name], present) for name in ("sep_to_sep", "other_to_sep", "entropy_smoothed")}
@@ -194,6 +198,11 @@ class MapKeeper:
             full = torch.zeros(self.num_heads, length, length, dtype=torch.float32)
             full[ids] = probs[row, :, :length, :length].float().cpu()
             layers[layer] = full
+
+    def combine(self, world) -> None:  # type: ignore[no-untyped-def]
+        """The maps every rank kept (each example was seen by exactly one rank)."""
+        if world.distributed:
+            self.kept = {index: layers for part in world.gather_by_rank(self.kept) for index, layers in part.items()}
 
     def tensors(self) -> dict:
         import torch

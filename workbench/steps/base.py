@@ -140,6 +140,9 @@ class Step(ABC):
     Params: ClassVar[type[StepParams]]
     produces: ClassVar[frozenset[str]] = frozenset()
     summary: ClassVar[str] = ""
+    # In a data-parallel run, every rank runs the step over its share of the data (workbench/distributed.py);
+    # False: rank 0 runs it alone, as one process, and the other ranks wait for its result.
+    data_parallel: ClassVar[bool] = True
 
     @abstractmethod
     def run(self, ctx: "StepContext", params: StepParams) -> StepResult:

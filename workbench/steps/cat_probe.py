@@ -117,6 +117,7 @@ class CatProbe(Step):
             rates = TypeRates(num_layers, params.attention_quantile)
             for example, leaf_attention in leaf_attentions(ctx, loaded, examples, params, max_length, "leaf types"):
                 rates.add(_head_mean(leaf_attention, present), [example.kinds[i] for i in leaf_attention.kept])
+            ctx.world.add_up_attributes(rates, *TypeRates.TOTALS)  # every rank's examples
             type_sets = rates.frequent(params.type_filter)
 
         counts = {"truncated": 0, "leaves": 0, "leaves_dropped": 0, "too_short": 0}
@@ -128,6 +129,8 @@ class CatProbe(Step):
                 kinds = np.asarray(example.kinds)[keep]
                 layer_keep = [np.isin(kinds, types) for types in type_sets]
             accumulator.add(leaf_attention.attention, distances, layer_keep)
+        ctx.world.add_up_attributes(accumulator, *CatAccumulator.TOTALS)  # every rank's examples
+        counts = ctx.world.add_up(counts)
         cat = accumulator.result()
         if cat.num_examples == 0:
             raise StepError(f"no example of '{params.dataset}' has two leaves to score", hint="raise max_length")

@@ -74,41 +74,43 @@ class Extract(Step):
 
     def run(self, ctx: "StepContext", params: ExtractParams) -> StepResult:  # type: ignore[override]
         import torch
-        from safetensors.torch import save_file
 
         from workbench.analysis.features import pool
         from workbench.data.batching import batch_order, collate, encode_dataset
 
-        loaded = ctx.model(params.model)
+        loaded = ctx.model(params.model, head_access=False)
         dataset = ctx.dataset(params.dataset)
         if dataset.kind in ("treebank", "code"):
             return _extract_words(ctx, params, loaded, dataset)
         encodings = encode_dataset(loaded.tokenizer, dataset, token_types=loaded.uses_token_types)
         target = HiddenStates.prepare(ctx, params, loaded)
-        layers, statistics, out_dtype, folder = target.layers, target.statistics, target.dtype, target.folder
+        layers, statistics, out_dtype = target.layers, target.statistics, target.dtype
+        # Shards in dataset order, each cut into length-sorted batches as in one process; a rank
+        # takes its share of every shard's batches (the same batches, so the same features).
+        plan = [
+            (start, end, ctx.world.shard([[start + i for i in batch] for batch in batch_order(encodings.lengths[start:end], params.batch_size)]))
+            for start, end in _shard_ranges(len(encodings), params.shard_size)
+        ]
         shards = []
-        with torch.inference_mode(), ctx.bar(len(encodings), "extract") as advance:
-            for start in range(0, len(encodings), params.shard_size):
-                end = min(start + params.shard_size, len(encodings))
-                per_layer: list[list[torch.Tensor]] = [[] for _ in layers]
-                order: list[torch.Tensor] = []
-                for indices in batch_order(encodings.lengths[start:end], params.batch_size):
-                    batch = collate(encodings, [start + i for i in indices], loaded.device)
+        with torch.inference_mode(), ctx.bar(sum(len(i) for _, _, mine in plan for i in mine), "extract") as advance:
+            for start, end, batches in plan:
+                rows: dict[int, torch.Tensor] = {}  # example in the shard -> [layers, dim] or [layers, tokens, dim]
+                for indices in batches:
+                    batch = collate(encodings, indices, loaded.device)
                     selected = target.select(batch.model_inputs())  # [layers, batch, seq, dim]
                     if params.pooling == "none":
                         real = batch.attention_mask.bool()
                         vectors = selected[:, real]  # [layers, tokens, dim]
-                        for row in range(len(batch)):
-                            for slot in range(len(layers)):
-                                per_layer[slot].append(selected[slot, row, real[row]].to("cpu", out_dtype))
+                        for row, index in enumerate(indices):
+                            rows[index - start] = selected[:, row, real[row]].to("cpu", out_dtype)
                     else:
                         vectors = torch.stack([pool(h, batch.attention_mask, params.pooling) for h in selected])
-                        for slot in range(len(layers)):
-                            per_layer[slot].extend(vectors[slot].to("cpu", out_dtype).unbind(0))
+                        for row, index in enumerate(indices):
+                            rows[index - start] = vectors[:, row].to("cpu", out_dtype)
                     statistics.add(vectors)
-                    order.append(batch.indices - start)
                     advance(len(batch))
-                shards.append(_write_shard(folder, len(shards), per_layer, torch.cat(order), layers, params.pooling, save_file))
+                shards.append(target.save(len(shards), end - start, rows, _pooled_tensors(layers, params.pooling)))
+        target.finish(ctx.world, len(shards), _pooled_tensors(layers, params.pooling))
         layer_scores = {name: values for name, values in statistics.result().items()}
         data = {
             "layers": layers,
@@ -132,6 +134,8 @@ class HiddenStates:
     dtype: Any  # of the stored features
     folder: Path
 
+    world: Any  # workbench.distributed.World: whose shard files are parts to be merged
+
     @classmethod
     def prepare(cls, ctx: "StepContext", params: ExtractParams, loaded: "LoadedModel") -> "HiddenStates":
         import torch
@@ -140,17 +144,49 @@ class HiddenStates:
 
         layers = resolve_layers(params.layers, loaded.layout.num_layers)
         dim = loaded.model.config.hidden_size
-        folder = ctx.output_dir / FEATURES_FOLDER
-        folder.mkdir(parents=True)
+        folder = ctx.shared_output_dir / FEATURES_FOLDER  # every rank writes its parts into rank 0's folder
+        folder.mkdir(parents=True, exist_ok=True)
         statistics = LayerStatistics(len(layers), dim, loaded.device)
-        return cls(layers, loaded.model.base_model, dim, statistics, getattr(torch, params.dtype), folder)
+        return cls(layers, loaded.model.base_model, dim, statistics, getattr(torch, params.dtype), folder, ctx.world)
+
+    def save(self, number: int, size: int, rows: dict[int, Any], to_tensors: Any) -> str:
+        """Write shard `number` (examples 0..size-1 of it, all in `rows`); in a data-parallel run,
+        this rank's part of it (the rows it computed), merged by rank 0 in `finish`."""
+        from safetensors.torch import save_file
+
+        name = f"features-{number:05d}.safetensors"
+        if self.world.distributed:
+            save_file(_part_tensors(rows), str(self.folder / _part_name(name, self.world.rank)))
+        else:
+            save_file(to_tensors([rows[i] for i in range(size)]), str(self.folder / name))
+        return name
+
+    def finish(self, world: Any, shards: int, to_tensors: Any) -> None:
+        """Add up the statistics of every rank; rank 0 merges the ranks' parts into the shards."""
+        from safetensors.torch import load_file, save_file
+
+        self.statistics.combine(world)
+        if not world.distributed:
+            return
+        world.barrier()  # every part is written
+        if not world.is_main:
+            return
+        for number in range(shards):
+            name = f"features-{number:05d}.safetensors"
+            rows: dict[int, Any] = {}
+            for rank in range(world.size):
+                part = self.folder / _part_name(name, rank)
+                rows.update(_part_rows(load_file(str(part))))
+                part.unlink()
+            save_file(to_tensors([rows[i] for i in sorted(rows)]), str(self.folder / name))
 
     def select(self, inputs: dict) -> "torch.Tensor":
         """The kept layers' hidden states of one batch, [layers, batch, seq, dim]."""
         import torch
 
         hidden = self.backbone(**inputs, output_hidden_states=True).hidden_states
-        return torch.stack([hidden[layer] for layer in self.layers])
+        # On a model spread over devices each layer's states stay where the layer ran: gather them.
+        return torch.stack([hidden[layer].to(inputs["input_ids"].device) for layer in self.layers])
 
 
 def resolve_layers(requested: str | list[int], num_layers: int) -> list[int]:
@@ -168,25 +204,63 @@ def resolve_layers(requested: str | list[int], num_layers: int) -> list[int]:
     return resolved
 
 
-def _write_shard(folder, number, per_layer, order, layers, pooling, save_file):  # type: ignore[no-untyped-def]
-    """Put the shard's examples back in dataset order and write one safetensors file."""
+def _shard_ranges(total: int, shard_size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + shard_size, total)) for start in range(0, total, shard_size)]
+
+
+def _pooled_tensors(layers: list[int], pooling: str):  # type: ignore[no-untyped-def]
+    """rows in dataset order ([layers, dim] each, or [layers, tokens, dim]) -> a text shard's tensors."""
     import torch
 
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order))  # rank[i] = where example i was produced
-    tensors = {}
-    for slot, layer in enumerate(layers):
-        rows = [per_layer[slot][int(position)] for position in rank]
+    def to_tensors(rows):  # type: ignore[no-untyped-def]
+        tensors = {}
+        for slot, layer in enumerate(layers):
+            per_row = [row[slot] for row in rows]
+            tensors[f"layer_{layer}"] = torch.cat(per_row) if pooling == "none" else torch.stack(per_row)
         if pooling == "none":
-            tensors[f"layer_{layer}"] = torch.cat(rows)
-        else:
-            tensors[f"layer_{layer}"] = torch.stack(rows)
-    if pooling == "none":
-        lengths = torch.tensor([len(row) for row in (per_layer[0][int(p)] for p in rank)])
+            lengths = torch.tensor([row.shape[1] for row in rows])
+            tensors["offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+        return {key: value.contiguous() for key, value in tensors.items()}
+
+    return to_tensors
+
+
+def _word_tensors(layers: list[int]):  # type: ignore[no-untyped-def]
+    """sentences in dataset order, each ([layers, kept, dim], word ids [kept]) -> a word shard's tensors."""
+    import torch
+
+    def to_tensors(sentences):  # type: ignore[no-untyped-def]
+        tensors = {f"layer_{layer}": torch.cat([vectors[slot] for vectors, _ in sentences]) for slot, layer in enumerate(layers)}
+        lengths = torch.tensor([len(ids) for _, ids in sentences], dtype=torch.long)
         tensors["offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    name = f"features-{number:05d}.safetensors"
-    save_file({key: value.contiguous() for key, value in tensors.items()}, str(folder / name))
-    return name
+        tensors["word_ids"] = torch.cat([ids.long() for _, ids in sentences])
+        return {key: value.contiguous() for key, value in tensors.items()}
+
+    return to_tensors
+
+
+def _part_name(shard: str, rank: int) -> str:
+    return shard.replace(".safetensors", f".rank{rank}.part.safetensors")
+
+
+def _part_tensors(rows: dict[int, Any]) -> dict:
+    """A rank's rows of one shard, one tensor per example ("<example>", plus "<example>.ids" for words)."""
+    tensors = {}
+    for index, row in rows.items():
+        if isinstance(row, tuple):
+            tensors[str(index)], tensors[f"{index}.ids"] = row[0].contiguous(), row[1].contiguous()
+        else:
+            tensors[str(index)] = row.contiguous()
+    return tensors
+
+
+def _part_rows(tensors: dict) -> dict[int, Any]:
+    """The inverse of _part_tensors."""
+    return {
+        int(key): (value, tensors[f"{key}.ids"]) if f"{key}.ids" in tensors else value
+        for key, value in tensors.items()
+        if not key.endswith(".ids")
+    }
 
 
 # --- word-level features (treebanks, code) ----------------------------------------------------------
@@ -230,7 +304,6 @@ def _extract_words(
 ) -> StepResult:
     """One vector per kept word (sub-tokens pooled), sharded in dataset order with per-sentence offsets."""
     import torch
-    from safetensors.torch import save_file
 
     from workbench.data.alignment import encode_words
     from workbench.errors import StepError
@@ -243,14 +316,17 @@ def _extract_words(
     words = dataset_words(dataset)
     max_length = dataset.spec.max_length
     target = HiddenStates.prepare(ctx, params, loaded)
-    layers, statistics, out_dtype, folder = target.layers, target.statistics, target.dtype, target.folder
+    layers, statistics, out_dtype = target.layers, target.statistics, target.dtype
+    plan = [
+        (start, end, ctx.world.shard(word_batches(words, list(range(start, end)), params.batch_size)))
+        for start, end in _shard_ranges(len(words), params.shard_size)
+    ]
     shards: list[str] = []
     counts = {"words": 0, "kept": 0, "truncated": 0, "empty": 0, "sentences_truncated": 0}
-    with torch.inference_mode(), ctx.bar(len(words), "extract words") as advance:
-        for start in range(0, len(words), params.shard_size):
-            end = min(start + params.shard_size, len(words))
-            rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # sentence -> ([layers, kept, dim], word ids)
-            for indices in word_batches(words, list(range(start, end)), params.batch_size):
+    with torch.inference_mode(), ctx.bar(sum(len(i) for _, _, mine in plan for i in mine), "extract words") as advance:
+        for start, end, batches in plan:
+            rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # sentence in shard -> ([layers, kept, dim], word ids)
+            for indices in batches:
                 aligned = encode_words(loaded.tokenizer, [words[i] for i in indices], max_length)
                 inputs = {name: value.to(loaded.device) for name, value in aligned.model_inputs().items()}
                 selected = target.select(inputs)  # [layers, batch, seq, dim]
@@ -260,7 +336,7 @@ def _extract_words(
                     ids = kept_words(aligned, row)  # [kept]
                     vectors = pooled[:, row, ids.to(pooled.device)]  # [layers, kept, dim]
                     statistics.add(vectors)
-                    rows[index] = (vectors.to("cpu", out_dtype), ids)
+                    rows[index - start] = (vectors.to("cpu", out_dtype), ids)
                     total, whole = len(words[index]), int(aligned.num_words[row])
                     counts["words"] += total
                     counts["kept"] += len(ids)
@@ -268,7 +344,9 @@ def _extract_words(
                     counts["empty"] += whole - len(ids)
                     counts["sentences_truncated"] += whole < total
                 advance(len(indices))
-            shards.append(_write_word_shard(folder, len(shards), [rows[i] for i in range(start, end)], layers, save_file))
+            shards.append(target.save(len(shards), end - start, rows, _word_tensors(layers)))
+    target.finish(ctx.world, len(shards), _word_tensors(layers))
+    counts = {name: sum(part[name] for part in ctx.world.gather_by_rank(counts)) for name in counts}
     if counts["kept"] == 0:
         raise StepError(f"no word of '{params.dataset}' kept its sub-tokens", hint="raise the dataset's max_length")
     if counts["truncated"]:
@@ -297,19 +375,6 @@ def _extract_words(
         "words_dropped": counts["words"] - counts["kept"],
     }
     return StepResult(layer_scores=statistics.result(), data=data, metrics=metrics)
-
-
-def _write_word_shard(folder, number, sentences, layers, save_file):  # type: ignore[no-untyped-def]
-    """sentences: per sentence of the shard, in dataset order, ([layers, kept, dim], word ids [kept])."""
-    import torch
-
-    tensors = {f"layer_{layer}": torch.cat([vectors[slot] for vectors, _ in sentences]) for slot, layer in enumerate(layers)}
-    lengths = torch.tensor([len(ids) for _, ids in sentences], dtype=torch.long)
-    tensors["offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    tensors["word_ids"] = torch.cat([ids.long() for _, ids in sentences])
-    name = f"features-{number:05d}.safetensors"
-    save_file({key: value.contiguous() for key, value in tensors.items()}, str(folder / name))
-    return name
 
 
 # --- reading features back ------------------------------------------------------------------------

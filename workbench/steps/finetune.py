@@ -56,7 +56,7 @@ class Finetune(Step):
         # Half precision trains through autocast on float32 master weights (AdamW on fp16 weights with
         # no loss scaling loses small updates and overflows); fp16 also scales the loss (GradScaler).
         precision = ctx.recipe_dtype
-        loaded = ctx.model(params.model, dtype="float32")
+        loaded = ctx.model(params.model, dtype="float32", head_access=False, changes_weights=True)
         autocast, scaler = mixed_precision(loaded.device, precision)
         task = prepare_task(loaded, ctx.dataset(params.dataset))
         model = loaded.model
@@ -75,6 +75,8 @@ class Finetune(Step):
         )
 
         model.train()
+        world = ctx.world
+        trained = data_parallel(loaded, world)  # DDP through accelerate in a data-parallel run
         losses: list[float] = []
         curve: list[list[float]] = []
         step, epoch = 0, 0
@@ -82,9 +84,13 @@ class Finetune(Step):
             while step < total_steps:
                 order = batch_order(task.encodings.lengths, params.batch_size, order="shuffle", seed=ctx.seed + epoch)
                 for indices in order[: total_steps - step]:
-                    batch = collate(task.encodings, indices, loaded.device)
+                    # The same global batch as one process; each rank its share of it. DDP averages
+                    # the ranks' gradients, so each rank's loss is its share of the batch's mean.
+                    mine = indices[world.rank :: world.size] or indices[:1]
+                    weight = len(indices[world.rank :: world.size]) * world.size / len(indices)
+                    batch = collate(task.encodings, mine, loaded.device)
                     with autocast():
-                        loss = batch_loss(loaded, batch, task, seed=ctx.seed + epoch).losses.mean()
+                        loss = batch_loss(trained, batch, task, seed=ctx.seed + epoch).losses.mean() * weight
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
@@ -92,7 +98,7 @@ class Finetune(Step):
                     scaler.step(optimizer)  # skipped when fp16 gradients overflowed
                     scaler.update()
                     schedule.step()
-                    losses.append(loss.item())
+                    losses.append(world.sum_number(loss.item()) / world.size)  # the global batch's mean loss
                     step += 1
                     advance(1)
                     if step % max(1, total_steps // 50) == 0 or step == total_steps:
@@ -115,9 +121,32 @@ class Finetune(Step):
             with autocast():
                 evaluation = evaluate_task(loaded, eval_task, params.batch_size * 2, seed=ctx.seed)
             metrics.update({f"eval_{name}": value for name, value in evaluation.metrics.items()})
-        save_model(loaded, ctx.output_dir / MODEL_FOLDER)  # float32 master weights; readers load the recipe's dtype
+        if world.is_main:  # the other ranks hold the same weights
+            save_model(loaded, ctx.output_dir / MODEL_FOLDER)  # float32 master weights; readers load the recipe's dtype
         data = {"loss_curve": curve, "precision": f"{precision} autocast, float32 master weights" if precision != "float32" else "float32"}
         return StepResult(metrics=metrics, data=data)
+
+
+def data_parallel(loaded, world):  # type: ignore[no-untyped-def]
+    """The model to train: itself in one process; wrapped in DistributedDataParallel by accelerate's
+    `prepare` in a data-parallel run (gradients are all-reduced during backward)."""
+    import dataclasses
+
+    if not world.distributed:
+        return loaded
+    from accelerate import Accelerator
+
+    from workbench.errors import StepError
+
+    placed_on = sorted({str(device) for device in (loaded.device_map or {}).values()})
+    if len(placed_on) > 1:  # DDP keeps a whole replica per rank
+        raise StepError(
+            f"finetune in a data-parallel run needs the whole model on each rank's device; model.device_map spreads it over {', '.join(placed_on)}",
+            hint="drop model.device_map for this recipe, or run it as one process",
+        )
+
+    accelerator = Accelerator(cpu=loaded.device.type == "cpu")
+    return dataclasses.replace(loaded, model=accelerator.prepare_model(loaded.model))
 
 
 def _parameter_groups(model, weight_decay: float) -> list[dict]:  # type: ignore[no-untyped-def]

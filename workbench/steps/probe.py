@@ -164,6 +164,7 @@ class Probe(Step):
     kind = "probe"
     version = 2  # presets; control labels from the training distribution; micro-F1; dev named as dev
     Params = ProbeParams
+    data_parallel = False  # small models on cached features: rank 0 trains them while the others wait
     summary = (
         "Per-layer probes (linear or MLP) on cached word features for POS, dependency labels, edges or "
         "any label; scalar mix and center of gravity, cumulative probes and expected layer, control tasks "

@@ -142,6 +142,11 @@ class SyntaxHeads(Step):
             if js is not None and index < params.js_sentences:
                 js.add(tokens)
                 js_used += 1
+        world = ctx.world  # totals of every rank's sentences
+        world.add_up_attributes(scorer, *DependencyHeadScorer.TOTALS)
+        if js is not None:
+            world.add_up_attributes(js, *HeadJSDivergence.TOTALS)
+        skipped, js_used = world.add_up(skipped), world.add_up(js_used)
         scores = scorer.result()
         result = _scores_result(scores, (num_layers, num_heads), params.relations, params.all_row == "every_word")
         result.data["pooling"] = params.pooling

@@ -50,7 +50,8 @@ class AttentionCollector:
 def word_attention(
     ctx: "StepContext", loaded: Any, words: list[list[str]], batch_size: int, max_length: int, description: str
 ) -> Iterator[tuple["AlignedBatch", int, int, "torch.Tensor"]]:
-    """(aligned batch, row in it, example index, attention [layers, heads, seq, seq]) for every example.
+    """(aligned batch, row in it, example index, attention [layers, heads, seq, seq]) for every example
+    (every example of this rank, in a data-parallel run).
 
     `seq` is the example's own number of sub-tokens (padding cut off); pruned heads' maps are zero.
     """
@@ -61,7 +62,8 @@ def word_attention(
     from workbench.steps.extract import word_batches
 
     collector = AttentionCollector(*loaded.layout.shape)
-    batches = word_batches(words, list(range(len(words))), batch_size)
+    # A data-parallel run: this rank's share of the batches; callers add up their totals over ranks.
+    batches = ctx.world.shard(word_batches(words, list(range(len(words))), batch_size))
     with torch.inference_mode(), head_hooks(observers=[collector.observe]):
         for indices in ctx.track(batches, len(batches), description):
             aligned = encode_words(loaded.tokenizer, [words[i] for i in indices], max_length)
