@@ -7,6 +7,7 @@ stderr and exit code 2. Browsing commands (runs, show, compare, export) never im
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -78,7 +79,8 @@ def _locate(store: Path | None, recipe: Path | None = None) -> "StoreLocation":
     from workbench.store_location import locate_store
 
     location = locate_store(store, recipe=recipe)
-    err.print(Text(location.describe(), style="dim"), soft_wrap=True)
+    if os.environ.get("RANK", "0") == "0":  # once per data-parallel run, not once per rank
+        err.print(Text(location.describe(), style="dim"), soft_wrap=True)
     return location
 
 
@@ -98,24 +100,174 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and what is cached; run nothing")] = False,
     store: StoreOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no summary at the end")] = False,
+    processes: Annotated[
+        Optional[str],
+        typer.Option("--processes", metavar="N|auto", help="data-parallel processes (torch.distributed; auto: one per GPU)"),
+    ] = None,
+    sweep: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--sweep",
+            metavar="KEY=V1,V2",
+            help="run the grid of these values (repeatable: the cartesian product), one run per point; "
+            "commas inside [] {} or quotes do not split",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="with --sweep: points run at a time")] = 1,
+    point: Annotated[
+        Optional[int],
+        typer.Option("--point", min=0, help="with --sweep: run only point I (0-based, as --dry-run lists them; a Slurm array index)"),
+    ] = None,
 ) -> None:
-    """Run a recipe, or resume it: cached steps are loaded, the rest are computed."""
+    """Run a recipe, or resume it: cached steps are loaded, the rest are computed.
+
+    With --sweep, every point of the grid is validated first, then each runs as its own `workbench run`.
+
+    Points run --jobs at a time, each logging to STORE/sweeps/, named RECIPE--KEY_VALUE--... in the store.
+
+    A failed point does not stop the others. Exit code: 0 if every point finished, 1 if any failed, 130 if interrupted.
+    """
     from workbench.executor import dry_run as plan_only
     from workbench.executor import run_recipe
     from workbench.recipe.loader import load_recipe
 
+    if sweep:
+        from workbench.sweeps import build_grid
+
+        grid = build_grid(recipe, set_ or [], sweep)  # every point validated before anything runs
+        if point is None:
+            raise typer.Exit(_run_sweep(grid, recipe, store, force or [], dry_run, quiet, processes, jobs))
+        set_ = grid.point(point).overrides  # one point, run here as a plain `run --set ...` would
+    elif point is not None or jobs != 1:
+        raise WorkbenchError(f"{'--point' if point is not None else '--jobs'} needs --sweep", hint="e.g. --sweep seed=1,2,3 --jobs 2")
     loaded = load_recipe(recipe, set_ or [])
+    if processes is not None and not dry_run:
+        from workbench.launch import launch_processes, parse_processes
+
+        count = parse_processes(processes)
+        if count > 1:  # N copies of this very command, each told its rank by the launcher
+            raise typer.Exit(launch_processes(count, _without_processes(sys.argv[1:])))
     location = _locate(store, recipe)
     if dry_run:
         from workbench.ui.views import plan_table
 
         out.print(plan_table(plan_only(loaded, location.store_dir, force or [])))
         return
-    outcome = run_recipe(loaded, location.store_dir, force=force or [])
-    if not quiet:
+    try:
+        outcome = run_recipe(loaded, location.store_dir, force=force or [])
+    finally:
+        from workbench.distributed import leave
+
+        leave()
+    if not quiet and outcome.run_id is not None:  # ranks other than 0 of a data-parallel run record nothing
         from workbench.ui.views import run_summary
 
         out.print(run_summary(location.open(create=False).get_run(outcome.run_id)))  # type: ignore[arg-type]
+
+
+def _without_processes(arguments: list[str]) -> list[str]:
+    """The command line minus `--processes N` (the launched copies must not launch again)."""
+    kept: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == "--processes":
+            skip = True
+        elif not argument.startswith("--processes="):
+            kept.append(argument)
+    return kept
+
+
+def _run_sweep(
+    grid, recipe: Path, store: Path | None, force: list[str], dry_run: bool, quiet: bool, processes: str | None, jobs: int
+) -> int:
+    """Run every point of a validated grid (workbench/sweeps.py); the exit code of the sweep."""
+    from rich.text import Text
+
+    from workbench.sweeps import SweepRunner
+    from workbench.ui.views import grid_table, sweep_failures, sweep_table
+
+    location = _locate(store, recipe)
+    if dry_run:
+        out.print(grid_table(grid))
+        return 0
+    if processes is not None:
+        from workbench.launch import parse_processes
+
+        parse_processes(processes)  # a bad value fails once, here, not once per point
+    display = _SweepDisplay(quiet)
+    runner = SweepRunner(
+        grid, location, jobs=jobs, force=force, processes=processes, on_change=display.update,
+        poll_store_s=1.0 if display.live else None,
+    )
+    at_a_time = f", {jobs} at a time" if jobs > 1 else ""
+    numbered = f"0-{len(grid.points) - 1}" if len(grid.points) > 1 else "0"
+    err.print(
+        Text(f"sweep: {len(grid.points)} points ({grid.shape}, numbered {numbered}){at_a_time}; logs in {runner.log_dir}", style="dim"),
+        soft_wrap=True,
+    )
+    with display:
+        outcome = runner.run()
+    if not quiet:
+        out.print(sweep_table(outcome))
+        finished = [p.point.name for p in outcome.points if p.status == "finished"]
+        if len(finished) >= 2:
+            out.print(Text(f"compare two points: workbench compare {finished[0]} {finished[1]}", style="dim"), soft_wrap=True)
+    for line in sweep_failures(outcome):
+        err.print(line, soft_wrap=True)
+    if outcome.interrupted:
+        err.print(
+            Text("sweep interrupted; finished steps are cached and the same command resumes every point", style="magenta"),
+            soft_wrap=True,
+        )
+    return outcome.exit_code
+
+
+class _SweepDisplay:
+    """A sweep's progress on stderr: a live table on a terminal, one line per start and end elsewhere."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.live = err.is_terminal and not quiet
+        self._live = None
+        self._seen: dict[int, str] = {}
+
+    def __enter__(self) -> "_SweepDisplay":
+        if self.live:
+            from rich.live import Live
+
+            self._live = Live(console=err, refresh_per_second=4, transient=True)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def update(self, outcome) -> None:
+        from rich.text import Text
+
+        from workbench.ui.views import SWEEP_STATUS_STYLE, sweep_table
+
+        if self._live is not None:
+            self._live.update(sweep_table(outcome, live=True))
+            return
+        if self.quiet:
+            return
+        for point in outcome.points:
+            if self._seen.get(point.point.index) == point.status or point.status == "queued":
+                continue
+            self._seen[point.point.index] = point.status
+            line = Text(f"[{point.point.index}] ")  # numbered from 0, as in the tables and --point
+            line.append("started" if point.status == "running" else point.status, style=SWEEP_STATUS_STYLE.get(point.status, ""))
+            if point.run_id is not None:
+                line.append(f" run {point.run_id}")
+            if point.ended is not None and point.duration_s is not None:
+                line.append(f" in {point.duration_s:.1f}s")
+            line.append(f": {point.point.label}")
+            err.print(line, soft_wrap=True)
 
 
 @app.command()
@@ -373,7 +525,12 @@ def _print_lines(lines: list[str]) -> None:
 def main() -> None:
     """Entry point: run the app, turning user errors into a message and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click *returns* the code of a `typer.Exit(code)` (and of a Ctrl-C,
+        # as 130) instead of exiting with it: exit with it here, or `rm`, `verify`, `reproduce` and
+        # `run --sweep` would all exit 0.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            sys.exit(code)
     except RunInterrupted as error:
         err.print(f"[magenta]{_escape(str(error))}[/magenta]")
         sys.exit(130)
@@ -399,6 +556,8 @@ def _print_error(error: WorkbenchError) -> None:
     """A red panel on a terminal; plain unwrapped lines in logs, so file:line stays greppable."""
     problems = error.errors if isinstance(error, RecipeErrors) else [error]
     lines = []
+    if os.environ.get("RANK", "0") != "0" and os.environ.get("WORLD_SIZE", "1") != "1":
+        lines.append(f"rank {os.environ['RANK']} of a data-parallel run:")
     for problem in problems:
         lines.append(f"[bold]{_escape(problem.message)}[/bold]")
         if problem.hint:

@@ -79,9 +79,9 @@ class CompareScreen(LiveScreen):
         a, b = self.a, self.b
         self.comparison = compare_runs(a, b, changed_only=self.changed_only)
         header = Text()
-        header.append(f"run {a.summary.id} ({a.recipe_name})", style="bold")
+        header.append(f"run {a.summary.id} ({a.summary.name})", style="bold")
         header.append("  vs  ")
-        header.append(f"run {b.summary.id} ({b.recipe_name})", style="bold")
+        header.append(f"run {b.summary.id} ({b.summary.name})", style="bold")
         header.append(f"   changed only: {'on' if self.changed_only else 'off'} (c)", style="dim")
         self.query_one("#compare-header", Static).update(header)
 

@@ -12,6 +12,8 @@ from typing import Any
 from rich.text import Text
 
 from workbench.db.records import RunDetail, RunSummary, StepRecord
+from workbench.sweeps import SEPARATOR as SWEEP_SEPARATOR
+from workbench.sweeps import sweep_of
 from workbench.ui.views import STATUS_STYLE
 
 # ---- runs -------------------------------------------------------------------------------------------
@@ -54,12 +56,37 @@ def imported_from(run: RunSummary) -> str | None:
 
 
 def swept(run: RunSummary) -> str | None:
-    """The sweep a run belongs to, when the store records one (a future RunSummary field), else None."""
+    """The sweep a run belongs to (the recipe name of `workbench run --sweep`'s points), else None.
+
+    A sweep point's run is named `recipe--key_value--...` (workbench/sweeps.py); a store that
+    records a sweep field of its own is read first.
+    """
     for name in ("sweep", "sweep_id", "sweep_name"):
         value = getattr(run, name, None)
         if value not in (None, ""):
             return str(value)
-    return None
+    point = sweep_of(run.name)
+    return point[0] if point else None
+
+
+def sweep_point(run: RunSummary) -> str | None:
+    """'id_bert-tiny--seed_1': which point of its sweep a run is, from its name; None for other runs."""
+    point = sweep_of(run.name)
+    return point[1] if point else None
+
+
+def short_name(name: str, width: int) -> str:
+    """A name that fits `width`; a sweep point's keeps its point and shortens its recipe name."""
+    if len(name) <= width:
+        return name
+    point = sweep_of(name)
+    if point is not None:
+        base, rest = point
+        room = width - len(SWEEP_SEPARATOR) - len(rest) - 1
+        if room >= 3:
+            return base[:room] + "…" + SWEEP_SEPARATOR + rest
+        return "…" + (SWEEP_SEPARATOR + rest)[-(width - 1):]
+    return name[: width - 1] + "…"
 
 
 def run_flags(run: RunSummary) -> str:
@@ -92,7 +119,8 @@ def run_line(run: RunSummary) -> str:
         parts.append(f"imported from {origin}")
     sweep = swept(run)
     if sweep:
-        parts.append(f"sweep {sweep}")
+        point = sweep_point(run)
+        parts.append(f"sweep {sweep}" + (f": {point}" if point else ""))
     return " · ".join(parts)
 
 

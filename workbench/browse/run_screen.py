@@ -32,7 +32,7 @@ def run_header(run: RunDetail, removed: bool = False) -> Text:
     s = run.summary
     text = Text()
     text.append(f"run {s.id}", style="bold")
-    text.append(f"  {run.recipe_name}  ")
+    text.append(f"  {s.name}  ")  # the run's own name: a sweep point's, not its recipe row's
     text.append_text(status_text(s.status))
     done = sum(1 for step in run.steps if step.status not in ("running", "pending"))
     planned = len(run.steps) + len(pending_steps(run))

@@ -13,6 +13,7 @@ from workbench.browse.formatting import (
     run_duration,
     run_flags,
     run_line,
+    short_name,
     sorted_runs,
     status_text,
     steps_text,
@@ -105,7 +106,7 @@ class RunsScreen(LiveScreen):
     def _cells(self, run: RunSummary) -> list[object]:
         ordered = sorted(self.marked)  # compare shows B - A with A the older run, as `workbench compare A B`
         mark = "A" if ordered[:1] == [run.id] else "B" if ordered[1:2] == [run.id] else " "
-        name = run.name if len(run.name) <= RECIPE_WIDTH else run.name[: RECIPE_WIDTH - 1] + "…"
+        name = short_name(run.name, RECIPE_WIDTH)  # a sweep point keeps its point visible
         return [
             Text(mark + run_flags(run), style="bold"),
             Text(str(run.id), justify="right"),

@@ -31,7 +31,8 @@ def run_from_results(results: Any, recipe_text: str) -> RunDetail:
     status = _choice(top.get("status"), RUN_STATUSES, "status")
     summary = RunSummary(
         id=_int(top.get("id"), "id"),
-        name=_text(top.get("recipe"), "recipe"),
+        # The run's own name (a sweep point's `recipe--key_value`); bundles written before it had the recipe's.
+        name=_text(top.get("name", top.get("recipe")), "name" if "name" in top else "recipe"),
         status=status,
         started_at=_time(top.get("started_at"), "started_at"),
         finished_at=None if top.get("finished_at") is None else _time(top.get("finished_at"), "finished_at"),

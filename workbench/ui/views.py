@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -17,12 +17,17 @@ from rich.table import Table
 from rich.text import Text
 
 from workbench.db.records import RunDetail, RunSummary, StepRecord
+from workbench.sweeps import SEPARATOR as SWEEP_SEPARATOR
+from workbench.sweeps import sweep_of
 from workbench.ui.attention_maps import attention_map_views
 from workbench.ui.charts import bar_chart
 from workbench.ui.comparison import DEFAULT_TOLERANCE, compare_runs
 from workbench.ui import analysis_views, head_views  # noqa: F401  (they register step views)
 from workbench.ui.heatmap import heatmap
 from workbench.ui.registry import STEP_VIEWS, VIEWS_WITH_METRICS
+
+if TYPE_CHECKING:
+    from workbench.sweeps import Grid, SweepOutcome
 
 MAX_HEATMAPS = 12  # per step in `show`, unless --score names them
 
@@ -47,9 +52,11 @@ def runs_table(runs: list[RunSummary]) -> Table:
             steps.append(f" {run.steps_failed} failed", style="red")
         if run.imported_from:
             steps.append(" imported", style="cyan")
+        if sweep_of(run.name):
+            steps.append(" sweep", style="blue")
         table.add_row(
             str(run.id),
-            run.name,
+            run_name_text(run.name),
             status_text(run.status),
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             _duration(run.duration_s),
@@ -58,6 +65,14 @@ def runs_table(runs: list[RunSummary]) -> Table:
             style="dim" if rerun else None,
         )
     return table
+
+
+def run_name_text(name: str) -> Text:
+    """A run's name; a sweep point's (`recipe--key_value--...`) with its point dimmed after the recipe."""
+    swept = sweep_of(name)
+    if swept is None:
+        return Text(name)
+    return Text.assemble(swept[0], (SWEEP_SEPARATOR + swept[1], "dim"))
 
 
 def run_view(
@@ -142,7 +157,7 @@ def metrics_table(metrics: dict[str, float | None], title: str = "metrics") -> G
 def compare_view(a: RunDetail, b: RunDetail, *, changed_only: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> Group:
     """Metric deltas of steps both runs have, and head- and layer-score differences (b - a)."""
     comparison = compare_runs(a, b, changed_only=changed_only, tolerance=tolerance)
-    header = Text(f"run {a.summary.id} ({a.recipe_name})  vs  run {b.summary.id} ({b.recipe_name})", style="bold")
+    header = Text(f"run {a.summary.id} ({a.summary.name})  vs  run {b.summary.id} ({b.summary.name})", style="bold")
     parts: list[RenderableType] = [header]
     table = Table(title="Metrics (b - a)" + (" that changed" if changed_only else ""), title_justify="left")
     for column in ("step", "metric", f"run {a.summary.id}", f"run {b.summary.id}", "delta"):
@@ -182,6 +197,7 @@ def run_json(run: RunDetail) -> dict[str, Any]:
     return {
         "id": summary.id,
         "recipe": run.recipe_name,
+        "name": summary.name,  # the run's name: the recipe's, or a sweep point's (`recipe--key_value`)
         "recipe_path": run.recipe_path,
         "status": summary.status,
         "started_at": summary.started_at.isoformat(),
@@ -225,6 +241,8 @@ def runs_json(runs: list[RunSummary]) -> list[dict[str, Any]]:
             "cached": run.steps_cached,
             "failed": run.steps_failed,
             "imported_from": run.imported_from,
+            "sweep": (sweep_of(run.name) or (None, None))[0],  # the recipe a sweep point belongs to
+            "point": (sweep_of(run.name) or (None, None))[1],  # 'id_bert-tiny--seed_1'
         }
         for run in runs
     ]
@@ -263,7 +281,9 @@ def _run_header(run: RunDetail) -> Text:
     s = run.summary
     text = Text()
     text.append(f"run {s.id}", style="bold")
-    text.append(f"  {run.recipe_name}  ")
+    text.append("  ")
+    text.append_text(run_name_text(s.name))  # the run's own name (a sweep point's), not its recipe row's
+    text.append("  ")
     text.append_text(status_text(s.status))
     text.append(f"  started {s.started_at:%Y-%m-%d %H:%M:%S}  {_duration(s.duration_s)}  device {s.device}  seed {run.seed}")
     if run.overrides:
@@ -302,3 +322,62 @@ def plan_table(outcome: Any) -> Table:
         would = Text("load from cache", style="cyan") if step.status == "cached" else Text("run", style="yellow")
         table.add_row(str(number), step.step_id, step.kind, step.key[:12], would)
     return table
+
+
+# ---- sweeps (workbench/sweeps.py) -------------------------------------------------------------------
+
+SWEEP_STATUS_STYLE = {**STATUS_STYLE, "queued": "dim", "not started": "dim"}
+MAX_LIVE_POINTS = 20  # a bigger sweep's live table shows the points running and those that failed
+
+
+def grid_table(grid: "Grid") -> Table:
+    """`run --sweep ... --dry-run`: the points, numbered as `--point` and a Slurm array index take them."""
+    table = Table(title=f"Sweep of {grid.recipe}: {len(grid.points)} points ({grid.shape})", title_justify="left")
+    for column in ("#", "point", "run name"):
+        table.add_column(column, justify="right" if column == "#" else "left")
+    for point in grid.points:
+        table.add_row(str(point.index), Text(point.label), Text(point.name))
+    return table
+
+
+def sweep_table(outcome: "SweepOutcome", *, live: bool = False) -> Table:
+    """The points of a sweep: what each sets, how it ended (or is doing), its run and its time."""
+    counts: dict[str, int] = {}
+    for point in outcome.points:
+        counts[point.status] = counts.get(point.status, 0) + 1
+    total = len(outcome.points)
+    tally = ", ".join(f"{n} {status}" for status, n in counts.items())
+    title = f"Sweep: {total} points ({outcome.grid.shape}): {tally}"
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "point", "status", "run", "steps" if live else "name", "duration"):
+        right = column in ("#", "run", "duration")
+        # a narrow terminal folds a point or a name onto more lines rather than cut what one types
+        table.add_column(column, justify="right" if right else "left", overflow="fold", no_wrap=right)
+    shown = outcome.points
+    if live and total > MAX_LIVE_POINTS:
+        shown = [p for p in outcome.points if p.status in ("running", "failed")][-MAX_LIVE_POINTS:]
+    for point in shown:
+        status = Text(point.status, style=SWEEP_STATUS_STYLE.get(point.status, ""))
+        if point.status == "failed" and point.returncode is not None and point.returncode not in (1, 2):
+            status.append(f" ({point.ending})")  # a crash, not an error the run reported
+        steps = f"{point.steps_done}/{outcome.grid.steps}" if point.started is not None else ""
+        table.add_row(
+            str(point.point.index),
+            Text(point.point.label),
+            status,
+            str(point.run_id) if point.run_id is not None else "-",
+            Text(steps if live else point.point.name),
+            _duration(point.duration_s) if point.started is not None else "-",
+        )
+    return table
+
+
+def sweep_failures(outcome: "SweepOutcome") -> list[Text]:
+    """For each point that failed: what it said, and where its whole log is."""
+    lines = []
+    for point in outcome.points:
+        if point.status == "failed":
+            lines.append(Text.assemble((f"point {point.index} ({point.point.label}) failed", "red"), f": log {point.log}"))
+            for line in (point.error or "").splitlines():
+                lines.append(Text("  " + line))
+    return lines
