@@ -111,3 +111,9 @@ def _no_store_from_the_environment(monkeypatch):
 def _no_user_store(monkeypatch, tmp_path_factory):
     """The per-user default store (XDG_DATA_HOME/workbench) of a test is a fresh folder, never the developer's."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
+@pytest.fixture(autouse=True)
+def _no_user_hash_state(monkeypatch, tmp_path_factory):
+    """File hashes a test remembers (workbench/db/file_hashes.py) go to a fresh state file, not the user cache."""
+    monkeypatch.setenv("WORKBENCH_HASH_STATE", str(tmp_path_factory.mktemp("hash-state") / "file-hashes.sqlite"))

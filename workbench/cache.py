@@ -8,10 +8,12 @@ One entry per step key, a folder `cache/ab/cdef.../`:
     manifest.json       size and sha256 of every file above
 
 An entry is assembled in `cache/tmp/` and moved into place with one `os.replace`, so a crash never
-leaves half an entry. Reads check every size and hash, and then the structure (an entry can match
-its manifest and still be unusable: written by a buggy version, or its manifest rewritten); a
-damaged entry raises CorruptEntry and the executor recomputes it. Only safetensors and JSON are
-read: no pickle.
+leaves half an entry. Reads check the manifest, every file's size, the hashes of the smallest files
+that fit in HASH_ON_READ_BYTES together (result.json and score tensors; a saved multi-GB model is
+not read on every rerun), and then the structure (an entry can match its manifest and still be unusable:
+written by a buggy version, or its manifest rewritten); a damaged entry raises CorruptEntry and
+the executor recomputes it. `Cache.verify` (workbench verify, export) re-hashes every file. Only
+safetensors and JSON are read: no pickle.
 
 `cache/locks/<key>.lock` says which process is computing a key, so that an identical run started
 meanwhile waits for it instead of computing the step a second time.
@@ -43,6 +45,7 @@ TENSOR_GROUPS = ("head_scores", "layer_scores", "tensors")
 TENSOR_RANKS = {"head_scores": (2, 3), "layer_scores": (1, 2)}  # [layers, heads] (or per example), [layers]
 FOREIGN_STAGING_AGE_S = 7 * 24 * 3600  # staging folders of other hosts older than this are abandoned
 WAIT_POLL_S = 0.25
+HASH_ON_READ_BYTES = 64 << 20  # per entry, smallest files first: cheap next to reading them back
 
 _HOST = HOST.replace("/", "_").replace("-", "_")  # safe in a folder name, and unambiguous to parse
 # {key[:16]}-{host}-{pid}-{start time}-{tag}: the start time tells a reused pid from the writer.
@@ -204,19 +207,25 @@ class Cache:
     # ---- reading ---------------------------------------------------------------------------------
 
     def load(self, key: str) -> tuple[StepResult, list[EntryFile]]:
-        """The stored result, after checking every file against the manifest and the content's shape."""
+        """The stored result, after checking the files against the manifest (sizes; hashes of the
+        small ones) and the content's shape."""
         entry = self.entry_dir(key)
-        manifest = self.verify(key)
+        manifest = self.verify(key, hash_bytes=HASH_ON_READ_BYTES)
         result = read_result(entry, key)
         if (entry / "files").is_dir():
             result.files_dir = entry / "files"
         return result, manifest
 
-    def verify(self, key: str) -> list[EntryFile]:
-        """The manifest, after checking that every file it lists is there with its size and hash."""
+    def verify(self, key: str, *, hash_bytes: int | None = None) -> list[EntryFile]:
+        """The manifest, after checking that every file it lists is there with its size and hash.
+
+        `hash_bytes` limits the hashing to the smallest files that fit in that many bytes together
+        (the others are checked by size); None re-hashes every file.
+        """
         entry = self.entry_dir(key)
         manifest = read_manifest(entry, key)
-        for item in manifest:
+        budget = float("inf") if hash_bytes is None else hash_bytes
+        for item in sorted(manifest, key=lambda item: item.bytes):
             path = entry / item.path
             if not path.is_file():
                 raise CorruptEntry(f"cache entry {key[:12]}: {item.path} is missing")
@@ -224,7 +233,8 @@ class Cache:
                 size = path.stat().st_size
                 if size != item.bytes:
                     raise CorruptEntry(f"cache entry {key[:12]}: {item.path} has {size} bytes, expected {item.bytes}")
-                if read_sha256(path) != item.sha256:
+                budget -= size
+                if budget >= 0 and read_sha256(path) != item.sha256:
                     raise CorruptEntry(f"cache entry {key[:12]}: {item.path} does not match its hash")
             except OSError as error:  # unreadable, or discarded by another process while we read
                 raise CorruptEntry(f"cache entry {key[:12]}: {item.path} cannot be read ({error.strerror})") from None

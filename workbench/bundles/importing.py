@@ -102,12 +102,13 @@ def imported_from(bundle: Bundle) -> str:
 
 
 def _usable(cache: "Cache", key: str) -> bool:
-    from workbench.cache import CorruptEntry
+    from workbench.cache import CorruptEntry, read_result
 
     if not cache.has(key):
         return False
     try:
-        cache.load(key)
+        cache.verify(key)  # every file re-hashed (a run's load hashes only the small ones): imports are rare
+        read_result(cache.entry_dir(key), key)
         return True
     except CorruptEntry:  # a damaged local entry: the bundle's replaces it
         return False
