@@ -25,18 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SST2_DEV, minilm_dir, report, sst2_sentences, write_recipe
+from common import SST2_DEV, classifier_recipe, minilm_dir, report, sst2_sentences, write_recipe
 
 HIDDEN = 64
-RECIPE = """
-version: 1
-name: cached-{name}
-seed: 1
-device: cpu
-model:
-  id: {model}
-  head: sequence-classification
-  num_labels: 2
+BODY = """
 datasets:
   dev:
     path: tsv
@@ -128,7 +120,7 @@ def main() -> None:
         big_vocab = int(args.gigabytes * 1e9 / (HIDDEN * 4))  # float32 embedding rows
         sizes = {"small": build_model(folder / "small", 30522), "big": build_model(folder / "big", big_vocab)}
         recipes = {
-            name: write_recipe(folder / name, RECIPE.format(name=name, model=folder / name, data=data)) for name in sizes
+            name: write_recipe(folder / name, classifier_recipe(f"cached-{name}", folder / name, BODY.format(data=data))) for name in sizes
         }
         store = folder / "store"
         # The state table in this folder, so that it goes with the rest; the code path is the default's.

@@ -31,17 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, SST2_TRAIN, minilm_dir, report, write_recipe
+from common import REPO, SST2_TRAIN, classifier_recipe, minilm_dir, report, write_recipe
 
-RECIPE = """
-version: 1
-name: bench-importance
-seed: 1
-device: cpu
-model:
-  id: {model}
-  head: sequence-classification
-  num_labels: 2
+BODY = """
 datasets:
   sst2:
     path: tsv
@@ -131,7 +123,7 @@ def main() -> None:
     times: dict[str, list[tuple[float, float]]] = {"workbench": [], "reference": [], "forward": []}
     difference = float("nan")
     with tempfile.TemporaryDirectory() as folder:
-        recipe = write_recipe(Path(folder), RECIPE.format(model=minilm_dir(), data=SST2_TRAIN, examples=args.examples, max_length=args.max_length))
+        recipe = write_recipe(Path(folder), classifier_recipe("bench-importance", minilm_dir(), BODY.format(data=SST2_TRAIN, examples=args.examples, max_length=args.max_length)))
         for round_ in range(args.rounds):
             compute, wall, ours = workbench_round(recipe, Path(folder) / f"store-{round_}")
             times["workbench"].append((compute, wall))

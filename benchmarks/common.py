@@ -34,6 +34,21 @@ def sst2_sentences(path: Path = SST2_DEV, limit: int | None = None) -> tuple[lis
     return sentences, labels
 
 
+def classifier_recipe(name: str, model: Path | str, body: str) -> str:
+    """A benchmark recipe: MiniLM-style classifier on the CPU, seed 1, then `body` (datasets, steps)."""
+    head = f"""
+    version: 1
+    name: {name}
+    seed: 1
+    device: cpu
+    model:
+      id: {model}
+      head: sequence-classification
+      num_labels: 2
+    """
+    return textwrap.dedent(head).lstrip() + textwrap.dedent(body).lstrip()
+
+
 def write_recipe(folder: Path, text: str) -> Path:
     path = folder / "recipe.yaml"
     path.write_text(textwrap.dedent(text).lstrip())

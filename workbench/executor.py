@@ -8,7 +8,6 @@ such a run 'interrupted' the next time anything opens it.
 from __future__ import annotations
 
 import shutil
-import signal
 import sys
 import time
 import traceback
@@ -25,6 +24,7 @@ from workbench.distributed import World, current_world
 from workbench.errors import RankStopped, RecipeError, RunInterrupted, StoreError, WorkbenchError, did_you_mean
 from workbench.hashing import value_sha256
 from workbench.plan import Plan, PlannedStep, build_plan
+from workbench.processes import on_sigterm
 from workbench.progress import ProgressReporter
 from workbench.recipe.schema import LoadedRecipe
 from workbench.steps import STEP_TYPES
@@ -423,12 +423,5 @@ def _stop_on_sigterm(world: "World") -> Iterator[None]:
             raise RankStopped("stopped by the launcher: another process of this run failed (its message says why)")
         raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
+    with on_sigterm(interrupt):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

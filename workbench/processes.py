@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -159,3 +162,20 @@ def _age(path: Path) -> float:
         return time.time() - path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+@contextmanager
+def on_sigterm(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Within the block SIGTERM calls `handler`; the previous handler comes back after it.
+
+    Outside the main thread signals cannot be handled, and the block runs with them as they are.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from workbench.errors import RecipeError, RecipeErrors, WorkbenchError
+from workbench.processes import on_sigterm
 
 if TYPE_CHECKING:
     from workbench.recipe.schema import LoadedRecipe
@@ -534,15 +535,8 @@ def _sigterm_as_interrupt(runner: SweepRunner) -> Iterator[None]:
         runner.stop_signal = signal.SIGTERM
         raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread
+    with on_sigterm(interrupt):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _error_lines(log: Path, limit: int = 6) -> str | None:
