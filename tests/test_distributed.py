@@ -54,6 +54,7 @@ STEPS = {
     "evaluate": {"kind": "evaluate", "dataset": "dev", "batch_size": 8},
     "attention": {"kind": "attention", "dataset": "dev", "batch_size": 8, "save_maps": 3},
     "mask_search": {"kind": "mask_search", "dataset": "dev", "amount": 0.25, "threshold": 0.5, "batch_size": 8},
+    "prune_curve": {"kind": "prune_curve", "dataset": "dev", "percents": [0, 25, 50], "batch_size": 8},
     "head_ablation": {"kind": "head_ablation", "dataset": "dev", "batch_size": 8},
     "syntax_heads": {"kind": "syntax_heads", "dataset": "tb", "min_count": 1, "js_sentences": 6, "batch_size": 4},
     "cat": {"kind": "cat_probe", "dataset": "code", "per_head": True, "batch_size": 2},
