@@ -4,7 +4,8 @@ Transformers 5 has no `head_mask` and its default sdpa attention returns no weig
 dispatch through `AttentionInterface` call whatever function is registered under their
 `attn_implementation`, so we register one (`workbench`) that
 
-  * runs sdpa when nobody needs the attention weights, and an exact eager softmax when someone does;
+  * runs sdpa when nobody needs the attention weights, and an exact eager softmax when someone does
+    (or when the layer uses something sdpa cannot do: logit softcapping, attention sinks);
   * multiplies each head's output by its gate (Michel et al.'s xi_h), when gates are installed;
   * hands the attention probabilities of every layer to observers, which keep streaming statistics
     instead of storing [examples, layers, heads, seq, seq] maps.
@@ -13,7 +14,30 @@ It also registers sdpa's mask builder under the same name: without one, Transfor
 at all for an unknown implementation and padding would be attended silently.
 
 Gates and observers are installed by the `head_hooks` context manager and are gone when it exits.
-With no hooks active the function is plain sdpa.
+With no hooks active the function is plain sdpa (eager for softcapping and sinks).
+
+The eager path reproduces each family's own `eager_attention_forward` (Transformers 5.24), feature by
+feature, from what the layer hands the attention function:
+
+  * `scaling` (Gemma's query_pre_attn_scalar, GPT-2's inverse layer index, ...), default 1/sqrt(head_dim);
+  * `softcap` (Gemma-2, T5Gemma, VaultGemma): tanh(scores / cap) * cap before the mask;
+  * `position_bias` (T5-style relative buckets, LayoutLMv3, wav2vec2-BERT): added before the mask;
+  * attention sinks, `s_aux` (gpt-oss, GraniteSWA, MiMo-V2, DeepSeek-V4, HY-V4, Flint) or `sinks`
+    (Inkling-2): one extra logit per head (or per query) in the softmax, dropped from the weights, so a
+    query's weights sum to less than one -- what `output_attentions=True` returns under eager (GraniteSWA's
+    eager scales its output by sigmoid(logsumexp - sink) instead, the same output, and reports the
+    weights before the sink's share: ours are the weights that produced the output);
+  * `sliding_window` needs nothing here: the mask function (sdpa's, registered under our name, as
+    eager's builds on it) already hides keys outside the window; a missing mask means no padding and
+    a window longer than the keys, and is read as sdpa reads it (causal from `is_causal`, top-left);
+  * grouped-query attention from the shapes (pruned layers keep their own query/key-value ratio).
+
+ALiBi needs nothing either: BLOOM, Falcon and MPT do not dispatch through the attention interface in
+Transformers 5 (they compute attention inline), so `load_model` finds no attention modules and head
+steps refuse them as they refuse DeBERTa-v2 and T5. Keys selected by a sparse indexer (`indices`,
+`block_indices`: DeepSeek-V3.2, GLM-MoE-DSA, Mistral-Large-4, ...) are passed to kernels only for
+implementations other than eager/sdpa and cannot be reproduced: those layers raise a ModelError
+naming the feature rather than attend to every key.
 
 A model spread over devices (`model.device_map`, accelerate's hooks) runs each layer on its own
 device; cpu/disk-offloaded layers get their weights loaded for the forward and dropped after it.
@@ -32,7 +56,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from workbench.errors import ModelError
+
 ATTENTION_NAME = "workbench"
+
+# Keyword arguments that change the attention computation in ways the workbench cannot reproduce.
+UNSUPPORTED_FEATURES = {
+    "indices": "sparse attention over the keys an indexer selects (`indices`)",
+    "block_indices": "block-sparse attention (`block_indices`)",
+}
 
 # observer(layer, head_ids [heads], probs [batch, heads, q_len, k_len]) -- probs are detached.
 Observer = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -112,15 +144,17 @@ def workbench_attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    _refuse_unsupported(module, kwargs)
     hooks = _ACTIVE.get()
     if hooks is not None and hooks.discover and module not in hooks.discovered:
         hooks.discovered.append(module)
+    extras = _EagerExtras.read(module, kwargs)
     weights = None
     if hooks is not None and (hooks.observers or hooks.eager or hooks.tap):
         tapped = hooks.tapped if hooks.tap else None
         home = _home(module, query.device)
         output, weights = _eager_attention(
-            module, query, key, value, attention_mask, dropout, scaling, is_causal, tapped, home
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, tapped, home, extras
         )
         layer, head_ids = _layer_and_heads(module, query.shape[1])
         if tapped is not None:
@@ -128,6 +162,10 @@ def workbench_attention(
         observed = weights.detach() if home is None else weights.detach().to(home)
         for observe in hooks.observers:
             observe(layer, head_ids, observed)
+    elif extras.needs_eager:  # sdpa cannot softcap (it raises) and would silently drop the sinks
+        output, weights = _eager_attention(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, extras=extras
+        )
     else:
         output, _ = sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
@@ -136,6 +174,48 @@ def workbench_attention(
     if hooks is not None and hooks.gates is not None:
         output = output * _gate_for_layer(hooks.gates, module, output)
     return output, weights
+
+
+def _refuse_unsupported(module: torch.nn.Module, kwargs: dict) -> None:
+    for name, feature in UNSUPPORTED_FEATURES.items():
+        if kwargs.get(name) is not None:
+            raise ModelError(
+                f"{type(module).__name__} uses {feature}, which the workbench attention cannot reproduce: "
+                "it would attend to every key instead",
+                hint="head steps cannot run on this architecture; steps that read no heads can set "
+                "model.attn_implementation: eager",
+            )
+
+
+@dataclass(frozen=True)
+class _EagerExtras:
+    """What a layer hands the attention function beyond q, k, v and the mask that changes the weights."""
+
+    softcap: float | None = None  # tanh(scores / softcap) * softcap
+    position_bias: torch.Tensor | None = None  # added to the scores: [batch | 1, heads, q_len, k_len]
+    sinks: torch.Tensor | None = None  # sink logits: [heads] or [batch, heads, q_len, 1]
+
+    @property
+    def needs_eager(self) -> bool:
+        return self.softcap is not None or self.sinks is not None
+
+    @classmethod
+    def read(cls, module: torch.nn.Module, kwargs: dict) -> _EagerExtras:
+        softcap = kwargs.get("softcap")
+        position_bias = kwargs.get("position_bias")
+        sinks = kwargs.get("s_aux")  # every family with learned sinks hands them over (its eager reads module.sinks)
+        if sinks is None:
+            sinks = kwargs.get("sinks")
+        if softcap is not None and not isinstance(softcap, (int, float)):
+            raise ModelError(f"{type(module).__name__} passes a softcap the workbench cannot read: {softcap!r}")
+        return cls(
+            softcap=float(softcap) if softcap is not None else None,
+            position_bias=position_bias if isinstance(position_bias, torch.Tensor) else None,
+            sinks=sinks if isinstance(sinks, torch.Tensor) else None,
+        )
+
+
+_NO_EXTRAS = _EagerExtras()
 
 
 def _eager_attention(
@@ -149,8 +229,12 @@ def _eager_attention(
     is_causal: bool | None,
     tapped: list | None = None,
     home: torch.device | None = None,
+    extras: _EagerExtras = _NO_EXTRAS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T * scale + mask) v, returning the probabilities too.
+    """softmax(cap(q k^T * scale) + bias + mask [, sink]) v, returning the probabilities too.
+
+    Step by step what the families' own `eager_attention_forward` do (see the module docstring);
+    the probabilities are the ones `output_attentions=True` returns under eager (sinks dropped).
 
     With `tapped` (a list), the probabilities get a zero added that requires grad, so they are part
     of the autograd graph even when nothing upstream is (frozen parameters): dL/dA can be taken.
@@ -158,23 +242,44 @@ def _eager_attention(
     probabilities are the copy on `home` and the layer computes from that copy moved back, so dL/dA
     is taken of the tensor the caller holds.
     """
-    groups = query.shape[1] // max(key.shape[1], 1)  # query heads per K/V head (0 heads: a fully pruned layer)
+    heads = query.shape[1]
+    groups = heads // max(key.shape[1], 1)  # query heads per K/V head (0 heads: a fully pruned layer)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-1, -2)) * scale  # [batch, heads, q_len, k_len]
+    if extras.softcap is not None:
+        scores = torch.tanh(scores / extras.softcap) * extras.softcap
+    if extras.position_bias is not None:
+        scores = scores + _per_head(extras.position_bias, module, heads, dim=1, what="position_bias")
     if attention_mask is None:
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
+        # As sdpa reads it (our mask function is sdpa's): `is_causal`, else the module's (default causal),
+        # top-left aligned -- a skipped mask with more keys than queries is a fresh static cache's prefill.
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         q_len, k_len = scores.shape[-2:]
         if causal and q_len > 1:
-            attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+            attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril()
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    # Half precision is upcast to float32 as the families' eager do; float64 stays (their float32 would turn
+    # the float64 mask value into -inf and a query whose every key is masked, a pad query beyond a window, into NaN).
+    upcast = torch.promote_types(scores.dtype, torch.float32)
+    if extras.sinks is not None:
+        sinks = extras.sinks
+        if sinks.dim() == 1:  # one learned logit per head
+            sinks = _per_head(sinks, module, heads, dim=0, what="attention sinks").reshape(1, -1, 1, 1)
+        else:  # [batch, heads, q_len, 1], computed from the hidden states
+            sinks = _per_head(sinks, module, heads, dim=1, what="attention sinks")
+        sinks = sinks.to(device=scores.device, dtype=scores.dtype).expand(*scores.shape[:-1], 1)
+        combined = torch.cat([scores, sinks], dim=-1)
+        combined = combined - combined.max(dim=-1, keepdim=True).values
+        probs = torch.softmax(combined, dim=-1, dtype=upcast)[..., :-1].to(query.dtype)
+    else:
+        probs = torch.softmax(scores, dim=-1, dtype=upcast).to(query.dtype)
     if tapped is not None:
         probs = probs + torch.zeros((), dtype=probs.dtype, device=probs.device, requires_grad=True)
     used = probs
@@ -184,6 +289,23 @@ def _eager_attention(
     attended = torch.nn.functional.dropout(used, p=dropout, training=module.training)
     output = torch.matmul(attended, value).transpose(1, 2).contiguous()  # [batch, q_len, heads, head_dim]
     return output, probs
+
+
+def _per_head(tensor: torch.Tensor, module: torch.nn.Module, heads: int, dim: int, what: str) -> torch.Tensor:
+    """`tensor` restricted to this layer's heads along `dim`: a pruned layer keeps the unpruned model's
+    per-head sinks and biases, and its `wb_head_ids` say which of them are left."""
+    size = tensor.shape[dim]
+    if size in (1, heads):
+        return tensor
+    head_ids = getattr(module, "wb_head_ids", None)
+    if head_ids is not None:
+        head_ids = torch.as_tensor(head_ids, device=tensor.device)
+        if len(head_ids) == heads and (heads == 0 or int(head_ids.max()) < size):
+            return tensor.index_select(dim, head_ids)
+    raise ModelError(
+        f"{type(module).__name__} hands the attention {what} for {size} heads to a layer with {heads} heads; "
+        "the workbench cannot tell which belong to which head"
+    )
 
 
 def _home(module: torch.nn.Module, here: torch.device) -> torch.device | None:
