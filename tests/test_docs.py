@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.conftest import REPO
 from workbench.docs import COMMON_STEP_FIELDS, reference_markdown
+from workbench.models.families_matrix import FAMILIES, model_table_markdown
 from workbench.recipe.schema import DatasetSpec, ModelSpec, Recipe
 from workbench.steps import STEP_TYPES
 
@@ -24,3 +25,11 @@ def test_reference_lists_every_kind_and_field():
         assert step.summary in section
         for name in set(step.Params.model_fields) - COMMON_STEP_FIELDS:
             assert f"| `{name}` |" in section, f"{kind}.{name} is not documented"
+
+
+def test_readme_model_table_is_generated_from_the_family_matrix():
+    readme = (REPO / "README.md").read_text()
+    table = model_table_markdown()
+    assert table in readme, "run: python -m workbench.docs --write README.md"
+    for entry in FAMILIES:
+        assert f"| {entry.name} | `{entry.config_class}`" in table

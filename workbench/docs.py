@@ -2,6 +2,8 @@
 
 `python -m workbench.docs` prints the Markdown that README.md's reference section holds; a test
 checks the README still lists every field, so the documentation cannot drift from the code.
+README.md's model table is generated the same way from workbench/models/families_matrix.py, the
+data tests/test_family_matrix.py checks (`python -m workbench.docs --write README.md` writes both).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from workbench.models.families_matrix import model_table_markdown
 from workbench.recipe.schema import DatasetSpec, ModelSpec, Recipe
 from workbench.steps import STEP_TYPES
 from workbench.steps.base import PresetParams
@@ -104,14 +107,19 @@ def _type_name(annotation: typing.Any) -> str:
 
 
 START, END = "<!-- reference:start -->", "<!-- reference:end -->"
+MODELS_START, MODELS_END = "<!-- models:start -->", "<!-- models:end -->"
 
 
 def write_into(readme: Path) -> None:
-    """Replace the text between the reference markers of a README with the generated reference."""
+    """Replace the text between the reference markers and between the model-table markers of a README."""
     text = readme.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{START}\n{reference_markdown()}{END}{tail}")
+    for start, end, generated in ((START, END, reference_markdown()), (MODELS_START, MODELS_END, model_table_markdown())):
+        if start not in text or end not in text:
+            raise SystemExit(f"{readme} has no {start} ... {end} markers")
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        text = f"{head}{start}\n{generated}{end}{tail}"
+    readme.write_text(text)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 _SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "F8_E4M3": "float8_e4m3fn"}
 # Written into config.json of models the workbench saves, so they load back the same way.
 WORKBENCH_CONFIG_KEY = "workbench"
+# Model types that call Transformers' attention interface with nothing the workbench function would drop,
+# but do not declare `_supports_attention_backend`; each is checked by tests/test_family_matrix.py.
+CHECKED_DISPATCH = frozenset({"stablelm"})
+NOT_DISPATCHED = "does not dispatch attention through Transformers' attention interface (e.g. DeBERTa-v2, BLOOM)"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class LoadedModel:
     device_map: dict[str, Any] | None = None  # {module: device} when placed by model.device_map
     offloaded: tuple[str, ...] = ()  # modules on cpu/disk whose weights are loaded at every forward
     input_device: torch.device | None = None  # where inputs go (set for a placed model)
+    heads_problem: str = ""  # why the heads are not reachable (completes "<model class> ..."), when they are not
 
     @property
     def num_labels(self) -> int:
@@ -102,9 +107,9 @@ class LoadedModel:
             )
         if not self.heads_reachable:
             raise ModelError(
-                f"{what} needs per-head access, but {type(self.model).__name__} does not dispatch attention "
-                "through Transformers' attention interface (e.g. DeBERTa-v2, T5)",
-                hint="use an architecture such as BERT, RoBERTa, GPT-2, Llama, Qwen2 or Mistral",
+                f"{what} needs per-head access, but {type(self.model).__name__} {self.heads_problem or NOT_DISPATCHED}",
+                hint="use an architecture such as BERT, RoBERTa, GPT-2, Llama, Qwen2 or Mistral "
+                "(README.md's model table lists what each family supports)",
             )
 
 
@@ -211,12 +216,14 @@ def load_model(
         num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
     )
     modules: list[torch.nn.Module] = []
+    heads_problem = "" if heads_reachable or attention != ATTENTION_NAME else _unreachable_heads(model)
     if heads_reachable:
         # Not model.device: a placed model's first parameter may be offloaded (on the meta device).
         probe = torch.tensor([[tokenizer.pad_token_id or 0] * 2], device=inputs_at or model.device)
         modules = number_attention_modules(model, probe)
-        # Some architectures accept the implementation name but never call it (DeBERTa-v2, T5).
-        heads_reachable = len(modules) == layout.num_layers
+        # Some architectures accept the implementation name but never call it, or not once per layer.
+        heads_problem = _module_count_problem(len(modules), layout.num_layers)
+        heads_reachable = not heads_problem
         if device_map is not None:  # observers get each layer's probabilities where the inputs are
             for module in modules:
                 module.wb_home = inputs_at
@@ -235,6 +242,58 @@ def load_model(
         device_map=device_map,
         offloaded=offloaded,
         input_device=inputs_at,
+        heads_problem=heads_problem,
+    )
+
+
+def _dispatches(model: torch.nn.Module) -> bool:
+    """Whether the workbench trusts the model's attention modules to call the attention interface."""
+    flagged = bool(getattr(model, "_supports_attention_backend", False))
+    return flagged or getattr(model.config, "model_type", None) in CHECKED_DISPATCH
+
+
+def _trusted_class(model_class: type, source: str, options: dict) -> bool:
+    """Whether the class `model_class` (an Auto class) resolves to for `source` gets the workbench attention
+    (see `_dispatches`); True when that cannot be told before loading (the load then tells)."""
+    import transformers
+    from transformers.models.auto.auto_factory import _get_model_class
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, revision=options.get("revision"))
+        concrete = _get_model_class(config, model_class._model_mapping)
+    except Exception:  # noqa: BLE001 -- not an Auto class, or a config the load itself will report
+        return True
+    return bool(getattr(concrete, "_supports_attention_backend", False)) or config.model_type in CHECKED_DISPATCH
+
+
+def _unreachable_heads(model: torch.nn.Module) -> str:
+    """Why a model loaded with the workbench attention is not trusted with it (see `_dispatches`)."""
+    try:  # Transformers' own test: its modelling file calls ALL_ATTENTION_FUNCTIONS.get_interface(...)
+        calls_interface = bool(type(model)._can_set_attn_implementation())
+    except Exception:  # noqa: BLE001 -- a heuristic of transformers; without it, say what is certain
+        calls_interface = False
+    if calls_interface:
+        return (
+            "calls Transformers' attention interface but does not declare support for custom attention functions "
+            "(`_supports_attention_backend`: e.g. T5, BART), so the workbench does not trust what it hands them"
+        )
+    return NOT_DISPATCHED
+
+
+def _module_count_problem(found: int, layers: int) -> str:
+    """'' when the attention function was called by one module per layer, else why the heads have no layer."""
+    if found == layers:
+        return ""
+    if found == 0:
+        return NOT_DISPATCHED
+    if found < layers:
+        return (
+            f"shares its attention modules across layers ({found} attention modules for {layers} layers, as ALBERT "
+            "shares one), so a head belongs to no single layer"
+        )
+    return (
+        f"has {found} attention modules for its {layers} layers (an encoder-decoder's self- and cross-attention?); "
+        "the workbench numbers one per layer"
     )
 
 
@@ -570,11 +629,33 @@ def save_model(loaded: LoadedModel, folder: Path, extra: dict | None = None) -> 
         metadata["pruned_heads"] = heads_json(pruned)
     metadata.update(extra or {})
     setattr(config, WORKBENCH_CONFIG_KEY, metadata)
+    # A pruned model is rebuilt from these files by load_pruned_model, which reads the tensors under the
+    # model's own names: not Transformers' original checkpoint layout (Mixtral's per-expert w1/w2/w3).
+    layout = {"save_original_format": False} if pruned else {}
     try:
-        loaded.model.save_pretrained(folder, safe_serialization=True)
+        loaded.model.save_pretrained(folder, safe_serialization=True, **layout)
     finally:
         delattr(config, WORKBENCH_CONFIG_KEY)
+    if loaded.head == "sequence-classification":
+        _write_labels(folder / "config.json", config)
     loaded.tokenizer.save_pretrained(folder)
+
+
+def _write_labels(path: Path, config: Any) -> None:
+    """Write id2label/label2id into a saved config.json that lacks them.
+
+    Transformers 5 leaves them out when they are its defaults for 2 labels, and a config class with
+    another default (BART: num_labels 3) then loads the model back with a classifier of the wrong
+    shape. Written explicitly, they give the number of labels back whatever the class's default.
+    """
+    import json
+
+    saved = json.loads(path.read_text())
+    if saved.get("id2label"):
+        return
+    saved["id2label"] = {str(index): name for index, name in config.id2label.items()}
+    saved["label2id"] = {name: int(index) for name, index in config.label2id.items()}
+    path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
 def _from_pretrained(
@@ -592,9 +673,19 @@ def _from_pretrained(
                 hint="leave model.attn_implementation unset (sdpa through the workbench function), or use eager or sdpa",
             ) from None
         return model, False, report
+    if not _trusted_class(model_class, source, options):
+        # Its attention modules would not call the workbench function, or the workbench does not trust what
+        # they hand it; some read `config._attn_implementation` themselves and fail on a name they do not know
+        # (GPT-Neo, Falcon: KeyError) or build another mask for it (BLOOM: a boolean mask added as if additive).
+        # Loaded as Transformers loads it, it computes what Transformers computes.
+        model, report = model_class.from_pretrained(source, **options)
+        return model, False, report
     try:
         model, report = model_class.from_pretrained(source, attn_implementation=ATTENTION_NAME, **options)
-        return model, bool(getattr(model, "_supports_attention_backend", False)), report
+        return model, _dispatches(model), report
+    except KeyError as error:  # an attention-class table indexed by the implementation's name
+        if error.args != (ATTENTION_NAME,):
+            raise
     except ValueError as error:
         if "attn_implementation" not in str(error) and "attention" not in str(error).lower():
             raise

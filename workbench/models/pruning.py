@@ -379,10 +379,16 @@ class _Gpt2Adapter(_Adapter):
 
 
 class _SeparateProjectionsAdapter(_Adapter):
-    """q/k/v/o Linear layers in the module: Llama, Qwen2, Mistral (with GQA); DistilBERT (q_lin ...)."""
+    """q/k/v/o Linear layers in the module: Llama, Qwen2, Mistral, Gemma, OLMo, StableLM (with GQA);
+    GPT-J, OPT (`out_proj`); Phi (`dense`); DistilBERT (q_lin ...)."""
 
     family = "llama"
-    NAMES = (("q_proj", "k_proj", "v_proj", "o_proj"), ("q_lin", "k_lin", "v_lin", "out_lin"))
+    NAMES = (
+        ("q_proj", "k_proj", "v_proj", "o_proj"),
+        ("q_proj", "k_proj", "v_proj", "out_proj"),
+        ("q_proj", "k_proj", "v_proj", "dense"),
+        ("q_lin", "k_lin", "v_lin", "out_lin"),
+    )
 
     def __init__(self, module: nn.Module, names: tuple[str, str, str, str], head_dim: int):
         super().__init__(module, head_dim)
@@ -421,7 +427,8 @@ def _adapter_for(model: nn.Module, module: nn.Module, names: dict[int, str]) -> 
         if parent is None or getattr(parent, "self", None) is not module or not isinstance(dense, nn.Linear):
             raise ModelError(f"cannot find the output projection (attention.output.dense) of {kind} '{name}'")
         return _BertAdapter(module, dense)
-    if hasattr(module, "c_attn") and hasattr(module, "c_proj"):
+    # GPT-2's Conv1D q | k | v blocks; GPT-BigCode's c_attn is a Linear with one shared K/V head (multi-query)
+    if isinstance(getattr(module, "c_attn", None), Conv1D) and isinstance(getattr(module, "c_proj", None), Conv1D):
         if getattr(module, "is_cross_attention", False) or hasattr(module, "q_attn"):
             raise ModelError(f"pruning cross-attention ({kind}) is not supported")
         return _Gpt2Adapter(module)
@@ -434,7 +441,8 @@ def _adapter_for(model: nn.Module, module: nn.Module, names: dict[int, str]) -> 
     raise ModelError(
         f"cannot prune heads of {kind}: unknown attention structure",
         hint="supported: BERT-style query/key/value + output.dense, GPT-2 c_attn/c_proj, "
-        "q_proj/k_proj/v_proj/o_proj (Llama, Qwen2, Mistral), DistilBERT q_lin/k_lin/v_lin/out_lin",
+        "q_proj/k_proj/v_proj + o_proj, out_proj or dense (Llama, Qwen2, Mistral, GPT-J, OPT, Phi), "
+        "DistilBERT q_lin/k_lin/v_lin/out_lin; fused query/key/value projections are not sliced yet",
     )
 
 
