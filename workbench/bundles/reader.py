@@ -210,16 +210,7 @@ def _read_manifest(data: bytes) -> dict[str, Member]:
         raise BundleError(f"bundle member {layout.MANIFEST} has no members list")
     members: dict[str, Member] = {}
     for item in items:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"path", "bytes", "sha256"}
-            or not isinstance(item["path"], str)
-            or isinstance(item["bytes"], bool)
-            or not isinstance(item["bytes"], int)
-            or item["bytes"] < 0
-            or not isinstance(item["sha256"], str)
-            or not checks_sha(item["sha256"])
-        ):
+        if not _file_record(item) or not checks_sha(item["sha256"]):
             raise BundleError(f"bundle member {layout.MANIFEST} has a malformed item: {str(item)[:100]}")
         if item["path"] in members or item["path"] == layout.MANIFEST:
             raise BundleError(f"bundle member {layout.MANIFEST} lists {item['path'][:120]!r} twice")
@@ -332,15 +323,7 @@ def _entry_manifest(value: Any, where: str) -> dict[str, tuple[int, str]]:
         raise BundleError(f"bundle entry {where}: manifest.json is empty or malformed")
     listed = {}
     for item in value:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"path", "bytes", "sha256"}
-            or not isinstance(item["path"], str)
-            or isinstance(item["bytes"], bool)
-            or not isinstance(item["bytes"], int)
-            or not isinstance(item["sha256"], str)
-            or item["path"] in listed
-        ):
+        if not _file_record(item) or item["path"] in listed:
             raise BundleError(f"bundle entry {where}: manifest.json has a malformed item: {str(item)[:100]}")
         listed[item["path"]] = (item["bytes"], item["sha256"])
     return listed
@@ -371,3 +354,16 @@ def _file_sha256(path: Path) -> str:
     from workbench.hashing import read_sha256
 
     return read_sha256(path)
+
+
+def _file_record(item: object) -> bool:
+    """Whether a manifest item is exactly {path: str, bytes: int >= 0, sha256: str}."""
+    return (
+        isinstance(item, dict)
+        and set(item) == {"path", "bytes", "sha256"}
+        and isinstance(item["path"], str)
+        and isinstance(item["bytes"], int)
+        and not isinstance(item["bytes"], bool)
+        and item["bytes"] >= 0
+        and isinstance(item["sha256"], str)
+    )
