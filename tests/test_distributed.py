@@ -145,7 +145,10 @@ def test_a_cached_rerun_with_two_processes_loads_everything(two_runs):
 
 
 def test_finetune_with_ddp_matches_one_process(tmp_path):
-    """No dropout, so one process and two DDP ranks take the same optimizer steps on the same batches."""
+    """No dropout, so one process and two DDP ranks take the same optimizer steps on the same batches.
+
+    Two batches (of 15: the ranks' shares are unequal) per optimizer step: gradients are held back
+    with accelerate's no_sync until the group's last batch, weighted by examples."""
     import transformers
 
     config = tiny_config("bert")
@@ -155,7 +158,7 @@ def test_finetune_with_ddp_matches_one_process(tmp_path):
     transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(model_dir)
     transformers.AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(model_dir)
     steps = {
-        "finetune": {"kind": "finetune", "dataset": "train", "max_steps": 6, "batch_size": 15, "lr": 1e-3},
+        "finetune": {"kind": "finetune", "dataset": "train", "max_steps": 3, "batch_size": 15, "accumulate": 2, "lr": 1e-3},
         "evaluate": {"kind": "evaluate", "model": "finetune", "dataset": "dev", "batch_size": 16},
     }
     recipe_file = write_yaml(tmp_path / "ft.yaml", recipe(model_dir, name="ft", datasets={"train": agreement(61, 1), "dev": agreement(40, 2)}, steps=steps))
@@ -168,6 +171,8 @@ def test_finetune_with_ddp_matches_one_process(tmp_path):
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
     one, two = steps_by_id(run_json(tmp_path / "one")), steps_by_id(run_json(tmp_path / "two"))
+    assert one["finetune"]["metrics"]["steps"] == two["finetune"]["metrics"]["steps"] == 3
+    assert one["finetune"]["metrics"]["epochs"] == 1.0  # 61 examples: 5 batches, in groups of 2, 2 and the last 1
     assert two["finetune"]["metrics"]["train_loss"] == pytest.approx(one["finetune"]["metrics"]["train_loss"], rel=1e-4)
     for name in ("accuracy", "mcc", "f1_macro"):
         assert two["evaluate"]["metrics"][name] == one["evaluate"]["metrics"][name], name

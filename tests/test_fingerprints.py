@@ -85,3 +85,20 @@ def test_hub_models_and_datasets_are_keyed_by_the_commit_their_revision_points_t
 
     # An explicit commit is the commit; a branch name that resolves to it gives the same key.
     assert _keys(tmp_path, revision=SHA_B)["model"] == _keys(tmp_path)["model"]
+
+
+def test_an_option_added_later_keeps_old_keys_at_its_old_behaviour(tiny_model_dir, tmp_path):
+    """finetune.accumulate came after release: at 1 (what finetune did before) it is not in the key."""
+    from tests.helpers import agreement, recipe, write_yaml
+    from workbench.plan import _key_params, build_plan
+    from workbench.recipe.loader import load_recipe
+
+    def finetune_key(**options: object) -> str:
+        steps = {"finetune": {"kind": "finetune", "dataset": "train", "max_steps": 2, **options}}
+        document = recipe(tiny_model_dir("bert"), datasets={"train": agreement(16, 1)}, steps=steps)
+        plan = build_plan(load_recipe(write_yaml(tmp_path / f"r{len(options)}{options}.yaml", document)))
+        assert "accumulate" not in _key_params(plan.steps[0].params, {}) or options.get("accumulate", 1) != 1
+        return plan.steps[0].key
+
+    assert finetune_key() == finetune_key(accumulate=1)
+    assert finetune_key(accumulate=2) != finetune_key()

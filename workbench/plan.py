@@ -131,6 +131,9 @@ def _label_source(loaded: LoadedRecipe) -> Any:
 def _key_params(params: StepParams, keys: dict[str, str]) -> dict[str, Any]:
     """Parameters that change the result; references become the referenced step's key."""
     values = params.model_dump(mode="json", exclude=set(params.cosmetic_fields))
+    for field, before in params.added_options.items():
+        if values.get(field) == before:
+            values.pop(field)
     for field, target in params.referenced_steps().items():
         values[field] = keys[target]
     for field in params.dataset_fields:

@@ -41,6 +41,9 @@ class StepParams(BaseModel):
     dataset_fields: ClassVar[tuple[str, ...]] = ()
     # Fields that do not change the result, left out of the cache key.
     cosmetic_fields: ClassVar[frozenset[str]] = frozenset({"description"})
+    # Options added after release, left out of the cache key while at this value (what the step
+    # did before it had them), so adding an option keeps every existing cache entry valid.
+    added_options: ClassVar[dict[str, object]] = {}
 
     def referenced_steps(self) -> dict[str, str]:
         """field -> step id, for every reference that is set."""

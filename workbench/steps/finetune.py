@@ -21,12 +21,18 @@ class FinetuneParams(ModelDatasetParams):
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of steps with linear warmup, then linear decay")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay (not on biases and norms)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
-    batch_size: int = Field(32, ge=1, le=4096, description="examples per optimizer step")
+    batch_size: int = Field(32, ge=1, le=4096, description="examples per forward pass")
+    accumulate: int = Field(
+        1, ge=1, le=1024,
+        description="batches whose gradients are added up before each optimizer step (an effective batch of "
+        "batch_size x accumulate, weighted by examples); max_steps counts optimizer steps",
+    )
     freeze: list[str] = Field(
         default_factory=list, description="parameters whose name contains any of these stay fixed, e.g. [embeddings]"
     )
 
     dataset_fields: ClassVar[tuple[str, ...]] = ("dataset", "eval_dataset")
+    added_options: ClassVar[dict[str, object]] = {"accumulate": 1}
 
     def check(self, recipe):  # type: ignore[no-untyped-def]
         if self.model is None and recipe.model.head == "base":
@@ -67,7 +73,8 @@ class Finetune(Step):
             parameter.requires_grad_(name not in frozen)
         trained_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         batches_per_epoch = math.ceil(len(task) / params.batch_size)
-        total_steps = params.max_steps or max(1, math.ceil(params.epochs * batches_per_epoch))
+        steps_per_epoch = math.ceil(batches_per_epoch / params.accumulate)
+        total_steps = params.max_steps or max(1, math.ceil(params.epochs * steps_per_epoch))
         optimizer = torch.optim.AdamW(_parameter_groups(model, params.weight_decay), lr=params.lr)
         warmup = int(params.warmup_ratio * total_steps)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -76,29 +83,38 @@ class Finetune(Step):
 
         model.train()
         world = ctx.world
-        trained = data_parallel(loaded, world)  # DDP through accelerate in a data-parallel run
+        trained, no_sync = data_parallel(loaded, world)  # DDP through accelerate in a data-parallel run
         losses: list[float] = []
         curve: list[list[float]] = []
-        step, epoch = 0, 0
+        step, epoch, batches_done = 0, 0, 0
         with ctx.bar(total_steps, "train") as advance:
             while step < total_steps:
                 order = batch_order(task.encodings.lengths, params.batch_size, order="shuffle", seed=ctx.seed + epoch)
-                for indices in order[: total_steps - step]:
-                    # The same global batch as one process; each rank its share of it. DDP averages
-                    # the ranks' gradients, so each rank's loss is its share of the batch's mean.
-                    mine = indices[world.rank :: world.size] or indices[:1]
-                    weight = len(indices[world.rank :: world.size]) * world.size / len(indices)
-                    batch = collate(task.encodings, mine, loaded.device)
-                    with autocast():
-                        loss = batch_loss(trained, batch, task, seed=ctx.seed + epoch).losses.mean() * weight
+                groups = [order[start : start + params.accumulate] for start in range(0, len(order), params.accumulate)]
+                for group in groups[: total_steps - step]:
+                    # One optimizer step: the mean loss over the group's examples. Each rank takes its
+                    # share of every batch and DDP averages the ranks' gradients, so a rank's loss is
+                    # weighted by its share of the group (one process, one batch: a weight of 1).
+                    examples = sum(len(indices) for indices in group)
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
+                    step_loss = 0.0
+                    for position, indices in enumerate(group):
+                        share = indices[world.rank :: world.size]
+                        batch = collate(task.encodings, share or indices[:1], loaded.device)  # a rank with none joins in with weight 0
+                        weight = len(share) * world.size / examples
+                        last = position == len(group) - 1
+                        with no_sync(not last):  # gradients are all-reduced once, with the last batch's backward
+                            with autocast():
+                                loss = batch_loss(trained, batch, task, seed=ctx.seed + epoch).losses.mean() * weight
+                            scaler.scale(loss).backward()
+                        step_loss += loss.item()
                     scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                     torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
                     scaler.step(optimizer)  # skipped when fp16 gradients overflowed
                     scaler.update()
                     schedule.step()
-                    losses.append(world.sum_number(loss.item()) / world.size)  # the global batch's mean loss
+                    losses.append(world.sum_number(step_loss) / world.size)  # the group's mean loss
+                    batches_done += len(group)
                     step += 1
                     advance(1)
                     if step % max(1, total_steps // 50) == 0 or step == total_steps:
@@ -111,7 +127,7 @@ class Finetune(Step):
         metrics = {
             "train_loss": sum(losses[-20:]) / len(losses[-20:]),
             "steps": step,
-            "epochs": step / batches_per_epoch,
+            "epochs": batches_done / batches_per_epoch,
             "trained_parameters": trained_parameters,
         }
         if scaler.is_enabled():
@@ -128,12 +144,14 @@ class Finetune(Step):
 
 
 def data_parallel(loaded, world):  # type: ignore[no-untyped-def]
-    """The model to train: itself in one process; wrapped in DistributedDataParallel by accelerate's
-    `prepare` in a data-parallel run (gradients are all-reduced during backward)."""
+    """(the model to train, no_sync(skip) -> context): the model itself in one process; wrapped in
+    DistributedDataParallel by accelerate's `prepare` in a data-parallel run, where gradients are
+    all-reduced during backward unless accelerate's `no_sync` holds them back (accumulation)."""
     import dataclasses
+    from contextlib import nullcontext
 
     if not world.distributed:
-        return loaded
+        return loaded, lambda skip: nullcontext()
     from accelerate import Accelerator
 
     from workbench.errors import StepError
@@ -146,7 +164,8 @@ def data_parallel(loaded, world):  # type: ignore[no-untyped-def]
         )
 
     accelerator = Accelerator(cpu=loaded.device.type == "cpu")
-    return dataclasses.replace(loaded, model=accelerator.prepare_model(loaded.model))
+    wrapped = accelerator.prepare_model(loaded.model)
+    return dataclasses.replace(loaded, model=wrapped), lambda skip: accelerator.no_sync(wrapped) if skip else nullcontext()
 
 
 def _parameter_groups(model, weight_decay: float) -> list[dict]:  # type: ignore[no-untyped-def]
