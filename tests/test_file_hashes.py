@@ -200,7 +200,7 @@ KEY = "cd" * 32
 def entry_with_a_blob(root: Path, blob_bytes: int) -> Cache:
     import torch
 
-    from workbench.steps.base import StepResult
+    from workbench.step_result import StepResult
 
     cache = Cache(root)
     staging = cache.staging_dir(KEY)

@@ -98,7 +98,7 @@ def test_gc_against_every_database(database_url, tmp_path, monkeypatch):  # noqa
     """The runs live in SQLite or PostgreSQL (WORKBENCH_DB); the cache in the folder."""
     import torch
 
-    from workbench.steps.base import StepResult
+    from workbench.step_result import StepResult
 
     store_dir = tmp_path / "store"
     monkeypatch.setenv("WORKBENCH_DB", database_url)

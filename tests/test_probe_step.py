@@ -164,7 +164,7 @@ def _check_features_match_a_fresh_forward_pass(extract, tmp_dir, path):
     from workbench.data.alignment import encode_words, word_pooling_matrix
     from workbench.data.treebank import read_conllu
     from workbench.models.loading import load_model
-    from workbench.steps.extract import read_features
+    from workbench.feature_shards import read_features
 
     features = read_features(extract)
     sentences = read_conllu(path)
@@ -242,7 +242,7 @@ def test_treebank_extract_refuses_token_pooling(treebank_recipe):
 
 
 def test_last_piece_pooling():
-    from workbench.steps.extract import piece_matrix
+    from workbench.data.words import piece_matrix
 
     word_index = torch.tensor([[-1, 0, 1, 1, 1, -1], [-1, 0, 0, 2, -1, -1]])
     features = torch.arange(6.0).expand(2, 6)[..., None]
@@ -275,6 +275,6 @@ def test_sentence_label_probe_on_a_text_dataset(tiny_model_dir, write_recipe, st
     assert result.metrics["train_examples"] == 80 and result.metrics["classes"] == 2
     assert len(result.layer_scores["selectivity"]) == 3
     with pytest.raises(StepError, match="python_code|treebank|code"):
-        from workbench.steps.extract import dataset_words
+        from workbench.data.words import dataset_words
 
         dataset_words(type("D", (), {"kind": "text", "name": "train"})())

@@ -29,7 +29,7 @@ from workbench.models.loading import load_model
 from workbench.progress import ProgressReporter
 from workbench.recipe.loader import load_recipe
 from workbench.steps.attention import MAPS_FILE
-from workbench.steps.word_attention import AttentionCollector
+from workbench.analysis.word_attention import AttentionCollector
 
 LAYER, HEAD = 0, 1  # the pruned head
 TREEBANK_MAX_LENGTH, CODE_MAX_LENGTH = 24, 64

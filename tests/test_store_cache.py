@@ -29,7 +29,7 @@ KEY = "ab" * 32
 def small_result(**metrics: float):
     import torch
 
-    from workbench.steps.base import StepResult
+    from workbench.step_result import StepResult
 
     return StepResult(
         metrics=metrics or {"accuracy": 0.5},
@@ -152,7 +152,7 @@ import json, sys, time
 from pathlib import Path
 import torch
 from workbench.cache import Cache
-from workbench.steps.base import StepResult
+from workbench.step_result import StepResult
 root, key, who, go = sys.argv[1], sys.argv[2], float(sys.argv[3]), Path(sys.argv[4])
 cache = Cache(Path(root))
 staging = cache.staging_dir(key)

@@ -151,7 +151,7 @@ def test_a_read_only_cache_is_named_as_such(tmp_path):
     import torch
 
     from workbench.cache import Cache
-    from workbench.steps.base import StepResult
+    from workbench.step_result import StepResult
 
     cache = Cache(tmp_path / "cache")
     staging = cache.staging_dir("ab" * 32)
@@ -203,7 +203,7 @@ def test_a_full_disk_while_caching_is_named_as_such(tmp_path):
     import torch
 
     from workbench.cache import Cache
-    from workbench.steps.base import StepResult
+    from workbench.step_result import StepResult
 
     with tiny_disk(tmp_path / "disk") as disk:
         cache = Cache(disk / "cache")

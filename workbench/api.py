@@ -26,6 +26,7 @@ import numpy as np
 
 from workbench.db.records import RunDetail, StepRecord
 from workbench.errors import WorkbenchError, did_you_mean
+from workbench.feature_shards import FEATURES_FOLDER
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,7 +158,7 @@ class Run:
         record = self.step(step)
         if record.kind != "extract":
             raise WorkbenchError(f"step '{step}' is a {record.kind} step; features come from extract steps")
-        folder = self._files(record) / "features"
+        folder = self._files(record) / FEATURES_FOLDER
         shards = [read_safetensors(folder / name) for name in record.data.get("shards", [])]
         return Features(step, list(record.data.get("layers", [])), record.data.get("pooling", ""), shards)
 

@@ -36,7 +36,7 @@ from typing import Any
 from workbench.errors import StoreError
 from workbench.hashing import read_sha256
 from workbench.processes import HOST, LockFile, LockHolder, process_alive, process_start_time, read_lock
-from workbench.steps.base import StepResult
+from workbench.step_result import StepResult
 
 MANIFEST = "manifest.json"
 RESULT = "result.json"

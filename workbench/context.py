@@ -11,7 +11,8 @@ from workbench.data.sources import LoadedDataset, load_dataset_spec
 from workbench.distributed import World, current_world
 from workbench.errors import ModelError, StepError
 from workbench.progress import ProgressReporter
-from workbench.steps.base import StepParams, StepResult
+from workbench.step_result import StepResult
+from workbench.steps.base import StepParams
 
 if TYPE_CHECKING:
     import torch

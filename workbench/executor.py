@@ -28,7 +28,7 @@ from workbench.processes import on_sigterm
 from workbench.progress import ProgressReporter
 from workbench.recipe.schema import LoadedRecipe
 from workbench.steps import STEP_TYPES
-from workbench.steps.base import StepResult
+from workbench.step_result import StepResult
 
 
 @dataclass

@@ -7,17 +7,14 @@ transformers are imported inside `run`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workbench.recipe.schema import STRICT_TYPES
+from workbench.step_result import StepResult  # step modules import it from here
 
 if TYPE_CHECKING:
-    import torch
-
     from workbench.context import StepContext
     from workbench.recipe.schema import Recipe
 
@@ -103,38 +100,6 @@ class PresetParams(StepParams):
             return cls.PRESETS[preset][name]
         field = cls.model_fields[name]
         return field.default_factory() if field.default_factory is not None else field.default
-
-
-@dataclass
-class StepResult:
-    """Everything a step produced. Tensors go to the cache; scores and metrics also to the store."""
-
-    metrics: dict[str, float] = field(default_factory=dict)
-    head_scores: dict[str, "torch.Tensor"] = field(default_factory=dict)  # name -> [layers, heads]
-    layer_scores: dict[str, "torch.Tensor"] = field(default_factory=dict)  # name -> [layers]
-    tensors: dict[str, "torch.Tensor"] = field(default_factory=dict)  # other named outputs
-    data: dict[str, Any] = field(default_factory=dict)  # JSON-able: curves, tables, iterations
-    files_dir: Path | None = None  # folder of produced files (a model, feature shards), if any
-
-    def to_torch(self) -> "StepResult":
-        """Turn arrays read from the cache into tensors, in place.
-
-        The cache hands back numpy arrays so that a fully cached run never imports torch; a step
-        that reads an upstream result gets tensors.
-        """
-        import torch
-
-        for group in (self.head_scores, self.layer_scores, self.tensors):
-            for name, value in group.items():
-                if not isinstance(value, torch.Tensor):
-                    group[name] = torch.from_numpy(value)
-        return self
-
-    def file(self, name: str) -> Path:
-        """A produced file or folder; raises if the step did not produce it."""
-        if self.files_dir is None or not (self.files_dir / name).exists():
-            raise FileNotFoundError(name)
-        return self.files_dir / name
 
 
 class Step(ABC):

@@ -189,8 +189,8 @@ class LeafAttention:
 def leaf_attentions(ctx, loaded, examples, params, max_length, description, counts=None):  # type: ignore[no-untyped-def]
     """(example, LeafAttention) for every example with at least two leaves that fit `max_length`."""
     from workbench.analysis.cat import token_pair_attention
-    from workbench.steps.extract import kept_words
-    from workbench.steps.word_attention import word_attention
+    from workbench.data.words import kept_words
+    from workbench.analysis.word_attention import word_attention
 
     words = [example.tokens for example in examples]
     for aligned, row, index, tokens in word_attention(ctx, loaded, words, params.batch_size, max_length, description):

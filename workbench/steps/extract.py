@@ -16,7 +16,8 @@ sub-tokens, `last` = its last sub-token; `none` is refused. A shard of such a da
 
 Words are kept when all their sub-tokens survive `max_length` (the leading words of a sentence)
 and they have at least one sub-token; the rest are dropped and counted, and `word_ids` says which
-words survived so that labels line up (`read_features` gives each row's example and word).
+words survived so that labels line up (`read_features` gives each row's example and word). The
+shard format and its reader are `workbench/feature_shards.py`; the word helpers, `workbench/data/words.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from workbench.data.words import dataset_words, kept_words, piece_matrix, word_batches
+from workbench.feature_shards import FEATURES_FOLDER, part_name, part_rows, part_tensors, pooled_tensors, shard_name, word_tensors
 from workbench.steps.base import Step, StepResult
 from workbench.steps.common import ModelDatasetParams
 
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
     from workbench.data.sources import LoadedDataset
     from workbench.models.loading import LoadedModel
 
-FEATURES_FOLDER = "features"
 WORD_DATASETS = {"conllu": "treebank", "python_code": "code"}  # recipe `path:` -> LoadedDataset.kind
 WORD_POOLINGS = ("first", "mean", "last")
 
@@ -109,8 +111,8 @@ class Extract(Step):
                             rows[index - start] = vectors[:, row].to("cpu", out_dtype)
                     statistics.add(vectors)
                     advance(len(batch))
-                shards.append(target.save(len(shards), end - start, rows, _pooled_tensors(layers, params.pooling)))
-        target.finish(ctx.world, len(shards), _pooled_tensors(layers, params.pooling))
+                shards.append(target.save(len(shards), end - start, rows, pooled_tensors(layers, params.pooling)))
+        target.finish(ctx.world, len(shards), pooled_tensors(layers, params.pooling))
         layer_scores = {name: values for name, values in statistics.result().items()}
         data = {
             "layers": layers,
@@ -154,9 +156,9 @@ class HiddenStates:
         this rank's part of it (the rows it computed), merged by rank 0 in `finish`."""
         from safetensors.torch import save_file
 
-        name = f"features-{number:05d}.safetensors"
+        name = shard_name(number)
         if self.world.distributed:
-            save_file(_part_tensors(rows), str(self.folder / _part_name(name, self.world.rank)))
+            save_file(part_tensors(rows), str(self.folder / part_name(name, self.world.rank)))
         else:
             save_file(to_tensors([rows[i] for i in range(size)]), str(self.folder / name))
         return name
@@ -172,11 +174,11 @@ class HiddenStates:
         if not world.is_main:
             return
         for number in range(shards):
-            name = f"features-{number:05d}.safetensors"
+            name = shard_name(number)
             rows: dict[int, Any] = {}
             for rank in range(world.size):
-                part = self.folder / _part_name(name, rank)
-                rows.update(_part_rows(load_file(str(part))))
+                part = self.folder / part_name(name, rank)
+                rows.update(part_rows(load_file(str(part))))
                 part.unlink()
             save_file(to_tensors([rows[i] for i in sorted(rows)]), str(self.folder / name))
 
@@ -208,95 +210,7 @@ def _shard_ranges(total: int, shard_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, total)) for start in range(0, total, shard_size)]
 
 
-def _pooled_tensors(layers: list[int], pooling: str):  # type: ignore[no-untyped-def]
-    """rows in dataset order ([layers, dim] each, or [layers, tokens, dim]) -> a text shard's tensors."""
-    import torch
-
-    def to_tensors(rows):  # type: ignore[no-untyped-def]
-        tensors = {}
-        for slot, layer in enumerate(layers):
-            per_row = [row[slot] for row in rows]
-            tensors[f"layer_{layer}"] = torch.cat(per_row) if pooling == "none" else torch.stack(per_row)
-        if pooling == "none":
-            lengths = torch.tensor([row.shape[1] for row in rows])
-            tensors["offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        return {key: value.contiguous() for key, value in tensors.items()}
-
-    return to_tensors
-
-
-def _word_tensors(layers: list[int]):  # type: ignore[no-untyped-def]
-    """sentences in dataset order, each ([layers, kept, dim], word ids [kept]) -> a word shard's tensors."""
-    import torch
-
-    def to_tensors(sentences):  # type: ignore[no-untyped-def]
-        tensors = {f"layer_{layer}": torch.cat([vectors[slot] for vectors, _ in sentences]) for slot, layer in enumerate(layers)}
-        lengths = torch.tensor([len(ids) for _, ids in sentences], dtype=torch.long)
-        tensors["offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        tensors["word_ids"] = torch.cat([ids.long() for _, ids in sentences])
-        return {key: value.contiguous() for key, value in tensors.items()}
-
-    return to_tensors
-
-
-def _part_name(shard: str, rank: int) -> str:
-    return shard.replace(".safetensors", f".rank{rank}.part.safetensors")
-
-
-def _part_tensors(rows: dict[int, Any]) -> dict:
-    """A rank's rows of one shard, one tensor per example ("<example>", plus "<example>.ids" for words)."""
-    tensors = {}
-    for index, row in rows.items():
-        if isinstance(row, tuple):
-            tensors[str(index)], tensors[f"{index}.ids"] = row[0].contiguous(), row[1].contiguous()
-        else:
-            tensors[str(index)] = row.contiguous()
-    return tensors
-
-
-def _part_rows(tensors: dict) -> dict[int, Any]:
-    """The inverse of _part_tensors."""
-    return {
-        int(key): (value, tensors[f"{key}.ids"]) if f"{key}.ids" in tensors else value
-        for key, value in tensors.items()
-        if not key.endswith(".ids")
-    }
-
-
 # --- word-level features (treebanks, code) ----------------------------------------------------------
-
-
-def dataset_words(dataset: "LoadedDataset") -> list[list[str]]:
-    """The pre-split words of every example: a treebank's syntactic words, or code's syntax-tree leaves."""
-    if dataset.kind == "treebank":
-        return [list(sentence.words) for sentence in dataset.sentences]
-    if dataset.kind == "code":
-        return [list(example.tokens) for example in dataset.examples]
-    from workbench.errors import StepError
-
-    raise StepError(f"dataset '{dataset.name}' is a {dataset.kind} dataset; words come from treebanks or code")
-
-
-def word_batches(words: list[list[str]], indices: list[int], batch_size: int) -> list[list[int]]:
-    """`indices` cut into batches of similar length (longest first), for little padding."""
-    ordered = sorted(indices, key=lambda i: (-(len(words[i]) + sum(len(w) for w in words[i]) // 4), i))
-    return [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
-
-
-def kept_words(aligned: Any, row: int) -> "torch.Tensor":
-    """Indices of the words of batch row `row` that kept all their sub-tokens and have at least one."""
-    count = int(aligned.num_words[row])
-    return aligned.word_has_tokens[row, :count].nonzero().flatten()
-
-
-def piece_matrix(word_index: "torch.Tensor", num_words: int, pooling: str) -> "torch.Tensor":
-    """[batch, words, seq] pooling matrix: first, mean or last sub-token of each word."""
-    from workbench.data.alignment import word_pooling_matrix
-
-    if pooling != "last":
-        return word_pooling_matrix(word_index, num_words, pooling)  # type: ignore[arg-type]
-    member = word_pooling_matrix(word_index, num_words, "sum")  # [batch, words, seq]
-    return member * (member.flip(-1).cumsum(-1).flip(-1) == 1)
 
 
 def _extract_words(
@@ -344,8 +258,8 @@ def _extract_words(
                     counts["empty"] += whole - len(ids)
                     counts["sentences_truncated"] += whole < total
                 advance(len(indices))
-            shards.append(target.save(len(shards), end - start, rows, _word_tensors(layers)))
-    target.finish(ctx.world, len(shards), _word_tensors(layers))
+            shards.append(target.save(len(shards), end - start, rows, word_tensors(layers)))
+    target.finish(ctx.world, len(shards), word_tensors(layers))
     counts = {name: sum(part[name] for part in ctx.world.gather_by_rank(counts)) for name in counts}
     if counts["kept"] == 0:
         raise StepError(f"no word of '{params.dataset}' kept its sub-tokens", hint="raise the dataset's max_length")
@@ -375,64 +289,3 @@ def _extract_words(
         "words_dropped": counts["words"] - counts["kept"],
     }
     return StepResult(layer_scores=statistics.result(), data=data, metrics=metrics)
-
-
-# --- reading features back ------------------------------------------------------------------------
-
-
-class WordFeatures:
-    """The features an extract step cached, read back: `[layers, rows, dim]` plus where each row came from.
-
-    For word-level shards `sentence[r]` and `word[r]` say which word of which example row r is;
-    for pooled text shards every example is one row (`word` is 0).
-    """
-
-    def __init__(self, layers: list[int], features: "torch.Tensor", sentence: "torch.Tensor", word: "torch.Tensor"):
-        self.layers = layers  # hidden-state indices (0 = embeddings)
-        self.features = features  # [layers, rows, dim]
-        self.sentence = sentence  # [rows] example index in the dataset
-        self.word = word  # [rows] word index in its example
-
-    def __len__(self) -> int:
-        return self.features.shape[1]
-
-    def row_lookup(self) -> dict[tuple[int, int], int]:
-        """(example, word) -> row."""
-        return {(s, w): row for row, (s, w) in enumerate(zip(self.sentence.tolist(), self.word.tolist()))}
-
-
-def read_features(result: StepResult, layers: list[int] | None = None) -> WordFeatures:
-    """Load an extract step's shards (all its layers, or the given hidden-state indices)."""
-    import torch
-    from safetensors.torch import load_file
-
-    from workbench.errors import StepError
-
-    data = result.data
-    available = list(data["layers"])
-    wanted = available if layers is None else layers
-    missing = [layer for layer in wanted if layer not in available]
-    if missing:
-        raise StepError(f"layers {missing} were not extracted (the extract step has layers {available})")
-    if data.get("pooling") == "none":
-        raise StepError("the extract step kept every token (pooling: none); probes need one vector per word or example")
-    per_layer: list[list[torch.Tensor]] = [[] for _ in wanted]
-    sentences, word_ids = [], []
-    first_example = 0
-    for name in data["shards"]:
-        shard = load_file(str(result.file(FEATURES_FOLDER) / name))
-        for slot, layer in enumerate(wanted):
-            per_layer[slot].append(shard[f"layer_{layer}"])
-        if "word_ids" in shard:
-            offsets = shard["offsets"]
-            counts = offsets[1:] - offsets[:-1]  # [sentences in shard]
-            sentences.append(torch.arange(first_example, first_example + len(counts)).repeat_interleave(counts))
-            word_ids.append(shard["word_ids"])
-            first_example += len(counts)
-        else:
-            rows = shard[f"layer_{available[0]}"].shape[0]
-            sentences.append(torch.arange(first_example, first_example + rows))
-            word_ids.append(torch.zeros(rows, dtype=torch.long))
-            first_example += rows
-    features = torch.stack([torch.cat(parts) for parts in per_layer])  # [layers, rows, dim]
-    return WordFeatures(wanted, features, torch.cat(sentences), torch.cat(word_ids))

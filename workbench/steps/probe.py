@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from workbench.context import StepContext
     from workbench.data.sources import LoadedDataset
-    from workbench.steps.extract import WordFeatures
+    from workbench.feature_shards import WordFeatures
 
 Task = Literal["upos", "xpos", "deprel", "edge", "leaf_kind", "leaf_parent", "label"]
 TASK_DATASETS = {  # task -> the recipe dataset `path:` it needs (None: a text dataset with a label)
@@ -183,7 +183,7 @@ class Probe(Step):
             scalar_mix_probe,
         )
         from workbench.errors import StepError
-        from workbench.steps.extract import read_features
+        from workbench.feature_shards import read_features
 
         sources = {"train": params.train, "dev": params.dev, "test": params.test or params.dev}
         requested = None if params.layers == "all" else list(params.layers)

@@ -103,8 +103,8 @@ class SyntaxHeads(Step):
 
         from workbench.analysis.syntax import DependencyHeadScorer, HeadJSDivergence, word_level_attention
         from workbench.models.pruning import heads_json, present_heads, pruned_heads
-        from workbench.steps.extract import dataset_words
-        from workbench.steps.word_attention import word_attention
+        from workbench.data.words import dataset_words
+        from workbench.analysis.word_attention import word_attention
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the syntax_heads step")

@@ -59,7 +59,7 @@ def word_attention(
 
     from workbench.data.alignment import encode_words
     from workbench.models.attention import head_hooks
-    from workbench.steps.extract import word_batches
+    from workbench.data.words import word_batches
 
     collector = AttentionCollector(*loaded.layout.shape)
     # A data-parallel run: this rank's share of the batches; callers add up their totals over ranks.
