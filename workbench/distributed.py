@@ -69,16 +69,6 @@ class World:
         total = self.sum(torch.tensor([value], dtype=torch.float64, device=self.device_for_collectives()))
         return type(value)(total.item()) if isinstance(value, int) else total.item()
 
-    def gather(self, values: list[T]) -> list[T]:
-        """Every rank's list joined in rank order, on every rank (picklable values)."""
-        if not self.distributed:
-            return list(values)
-        import torch.distributed as dist
-
-        gathered: list[list[T] | None] = [None] * self.size
-        dist.all_gather_object(gathered, values)
-        return [value for part in gathered for value in (part or [])]
-
     def gather_by_rank(self, value: T) -> list[T]:
         """One value from each rank, in rank order, on every rank."""
         if not self.distributed:
@@ -172,23 +162,18 @@ def _join(cpu: bool) -> World:
     # the default 30-minute timeout would kill long ones. A dead rank is the launcher's to notice.
     state = PartialState(cpu=cpu or not torch.cuda.is_available(), timeout=timedelta(hours=WAIT_HOURS))
     backend = "nccl" if state.backend == "nccl" else "gloo"
-    if backend == "gloo":
-        _share_cores(state.num_processes)
+    if backend == "gloo" and "OMP_NUM_THREADS" not in os.environ:  # a launcher that did not split the cores
+        torch.set_num_threads(cores_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))))
     world = World(state.process_index, state.num_processes, state.local_process_index, backend)
     if backend == "nccl":
         torch.cuda.set_device(world.local_rank)
     return world
 
 
-def _share_cores(processes: int) -> None:
-    """On CPU, processes on one machine split its cores (unless the user set OMP_NUM_THREADS)."""
-    import torch
-
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", processes)))
+def cores_per_process(processes: int) -> int:
+    """This machine's cores (those this process may use) split among `processes` on it."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // local))
+    return max(1, cores // max(1, processes))
 
 
 @contextmanager

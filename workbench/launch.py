@@ -76,6 +76,6 @@ def _quiet_launcher_logs() -> None:
 
 def _split_cores(count: int) -> None:
     """Each rank gets its share of this machine's cores (fair speed-ups; no oversubscription)."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // count))
+    from workbench.distributed import cores_per_process
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(cores_per_process(count)))
