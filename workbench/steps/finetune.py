@@ -84,8 +84,7 @@ class Finetune(Step):
         model.train()
         world = ctx.world
         trained, no_sync = data_parallel(loaded, world)  # DDP through accelerate in a data-parallel run
-        losses: list[float] = []
-        curve: list[list[float]] = []
+        losses: list[float] = []  # per optimizer step: this rank's share of the group's mean loss
         step, epoch, batches_done = 0, 0, 0
         with ctx.bar(total_steps, "train") as advance:
             while step < total_steps:
@@ -113,13 +112,13 @@ class Finetune(Step):
                     scaler.step(optimizer)  # skipped when fp16 gradients overflowed
                     scaler.update()
                     schedule.step()
-                    losses.append(world.sum_number(step_loss) / world.size)  # the group's mean loss
+                    losses.append(step_loss)
                     batches_done += len(group)
                     step += 1
                     advance(1)
-                    if step % max(1, total_steps // 50) == 0 or step == total_steps:
-                        curve.append([step, sum(losses[-20:]) / len(losses[-20:])])
                 epoch += 1
+        losses = _mean_over_ranks(losses, world)  # one exchange after training, not one per step
+        curve = _loss_curve(losses)
         model.eval()
         for parameter in model.parameters():
             parameter.requires_grad_(True)
@@ -141,6 +140,26 @@ class Finetune(Step):
             save_model(loaded, ctx.output_dir / MODEL_FOLDER)  # float32 master weights; readers load the recipe's dtype
         data = {"loss_curve": curve, "precision": f"{precision} autocast, float32 master weights" if precision != "float32" else "float32"}
         return StepResult(metrics=metrics, data=data)
+
+
+def _mean_over_ranks(losses: list[float], world) -> list[float]:  # type: ignore[no-untyped-def]
+    """Each step's loss of the whole group: the ranks' shares added up (DDP's average, undone)."""
+    if not world.distributed:
+        return losses
+    import torch
+
+    summed = world.sum(torch.tensor(losses, dtype=torch.float64, device=world.device_for_collectives()))
+    return (summed / world.size).tolist()
+
+
+def _loss_curve(losses: list[float]) -> list[list[float]]:
+    """[step, mean of the last 20 steps' losses] at about 50 points and at the last step."""
+    every = max(1, len(losses) // 50)
+    return [
+        [step, sum(losses[max(0, step - 20) : step]) / len(losses[max(0, step - 20) : step])]
+        for step in range(1, len(losses) + 1)
+        if step % every == 0 or step == len(losses)
+    ]
 
 
 def data_parallel(loaded, world):  # type: ignore[no-untyped-def]
