@@ -12,6 +12,7 @@ from typing import Any
 from rich.text import Text
 
 from workbench.db.records import RunDetail, RunSummary, StepRecord
+from workbench.durations import duration_text
 from workbench.sweeps import SEPARATOR as SWEEP_SEPARATOR
 from workbench.sweeps import sweep_of
 from workbench.ui.views import STATUS_STYLE
@@ -26,23 +27,13 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-
-
 def run_duration(run: RunSummary, clock: datetime | None = None) -> str:
     """A finished run's duration; a running one's time so far, with an ellipsis."""
     if run.duration_s is not None:
-        return duration_text(run.duration_s)
+        return duration_text(run.duration_s, hours=True)
     if run.status == "running":
         elapsed = ((clock or now_utc()) - run.started_at).total_seconds()
-        return duration_text(max(elapsed, 0.0)) + "…"
+        return duration_text(max(elapsed, 0.0), hours=True) + "…"
     return "-"
 
 

@@ -7,13 +7,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
-from workbench.browse.formatting import duration_text, pending_steps, run_duration, status_text
+from workbench.browse.formatting import pending_steps, run_duration, status_text
 from workbench.browse.grid import HeatGrid
 from workbench.browse.live import LiveScreen
 from workbench.browse.source import Poll
 from workbench.browse.step_view import StepDetail
 from workbench.browse.widgets import KeyTable
 from workbench.db.records import RunDetail, RunSummary
+from workbench.durations import duration_text
 
 HELP = [
     ("↑ ↓  j k", "choose a step (its metrics, tables, charts and heatmaps show below)"),
@@ -98,7 +99,7 @@ class RunScreen(LiveScreen):
         keep = table.row_key_at_cursor()
         table.clear()
         for step in self.run.steps:
-            time = duration_text(step.duration_s) if step.duration_s is not None else ("…" if step.status == "running" else "-")
+            time = duration_text(step.duration_s, hours=True) if step.duration_s is not None else ("…" if step.status == "running" else "-")
             table.add_row(Text(step.step_id), step.kind, status_text(step.status), Text(time, justify="right"), key=step.step_id)
         for step_id in pending_steps(self.run):
             table.add_row(Text(step_id, style="dim"), "", Text("pending", style="dim"), "", key=step_id)

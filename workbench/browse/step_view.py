@@ -17,10 +17,11 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from workbench.browse.formatting import duration_text, params_text, status_text
+from workbench.browse.formatting import params_text, status_text
 from workbench.browse.grid import HeatGrid
 from workbench.browse.pages import head_pages, map_pages
 from workbench.db.records import RunDetail, StepRecord
+from workbench.durations import duration_text
 from workbench.ui.charts import bar_chart
 from workbench.ui.registry import STEP_VIEWS
 from workbench.ui.views import metrics_table, warnings_text
@@ -33,7 +34,7 @@ def step_header(step: StepRecord | None, pending: str | None = None) -> Text:
     text.append(step.step_id, style="bold")
     text.append(f" ({step.kind})  ")
     text.append_text(status_text(step.status))
-    text.append(f"  {duration_text(step.duration_s)}  key {step.key[:12]}", style="dim")
+    text.append(f"  {duration_text(step.duration_s, hours=True)}  key {step.key[:12]}", style="dim")
     if step.error:
         text.append(f"\n{step.error}", style="red")
     for warning in warnings_text(step):

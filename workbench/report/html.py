@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from workbench.db.records import RunDetail, StepRecord
+from workbench.durations import duration_text
 from workbench.errors import WorkbenchError
 from workbench.report.markup import Content, Html, anchor_id, element, join, number
 from workbench.report.provenance import facts_list, provenance_section, recipe_section, value_text
@@ -115,7 +116,7 @@ def _header(run: RunDetail) -> Html:
         ("status", _status(s.status)),
         ("started", f"{s.started_at:%Y-%m-%d %H:%M:%S}"),
         ("finished", f"{s.finished_at:%Y-%m-%d %H:%M:%S}" if s.finished_at else "-"),
-        ("duration", _duration(s.duration_s)),
+        ("duration", duration_text(s.duration_s, spaced=True)),
         ("device", s.device or "-"),
         ("seed", str(run.seed)),
         ("steps", f"{s.steps_total} ({s.steps_cached} from the cache, {s.steps_failed} failed)"),
@@ -137,7 +138,7 @@ def _contents(run: RunDetail) -> Html:
             element("a", step.step_id, href=f"#{anchor_id('step', step.step_id)}"),
             step.kind,
             _status(step.status),
-            _duration(step.duration_s),
+            duration_text(step.duration_s, spaced=True),
             element("span", step.key[:12], class_="key"),
         ]
         for step in run.steps
@@ -159,7 +160,7 @@ def _step_section(run: RunDetail, step: StepRecord, cache_dir: Path | None, coun
         facts_list(
             [
                 ("status", _status(step.status)),
-                ("time", _duration(step.duration_s)),
+                ("time", duration_text(step.duration_s, spaced=True)),
                 ("cache key", element("code", step.key)),
             ]
         ),
@@ -216,14 +217,6 @@ def _figures(run: RunDetail, step: StepRecord, cache_dir: Path | None, counter: 
 
 def _status(status: str) -> Html:
     return element("span", status, class_=f"status status-{anchor_id('s', status)[2:]}")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    return f"{int(seconds // 60)} m {int(seconds % 60):02d} s"
 
 
 def _version() -> str:

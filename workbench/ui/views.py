@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workbench.db.records import RunDetail, RunSummary, StepRecord
+from workbench.durations import duration_text
 from workbench.sweeps import SEPARATOR as SWEEP_SEPARATOR
 from workbench.sweeps import sweep_of
 from workbench.ui.attention_maps import attention_map_views
@@ -59,7 +60,7 @@ def runs_table(runs: list[RunSummary]) -> Table:
             run_name_text(run.name),
             status_text(run.status),
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            _duration(run.duration_s),
+            duration_text(run.duration_s),
             run.device or "",
             steps,
             style="dim" if rerun else None,
@@ -141,7 +142,7 @@ def steps_table(steps: list[StepRecord]) -> Table:
     for column in ("step", "kind", "status", "time", "key"):
         table.add_column(column)
     for step in steps:
-        table.add_row(step.step_id, step.kind, status_text(step.status), _duration(step.duration_s), step.key[:12])
+        table.add_row(step.step_id, step.kind, status_text(step.status), duration_text(step.duration_s), step.key[:12])
     return table
 
 
@@ -269,14 +270,6 @@ def _signed(value: float | None) -> Text:
     return Text(f"{value:+.4g}", style=style)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
 def _run_header(run: RunDetail) -> Text:
     s = run.summary
     text = Text()
@@ -285,7 +278,7 @@ def _run_header(run: RunDetail) -> Text:
     text.append_text(run_name_text(s.name))  # the run's own name (a sweep point's), not its recipe row's
     text.append("  ")
     text.append_text(status_text(s.status))
-    text.append(f"  started {s.started_at:%Y-%m-%d %H:%M:%S}  {_duration(s.duration_s)}  device {s.device}  seed {run.seed}")
+    text.append(f"  started {s.started_at:%Y-%m-%d %H:%M:%S}  {duration_text(s.duration_s)}  device {s.device}  seed {run.seed}")
     if run.overrides:
         text.append(f"\n--set {' --set '.join(run.overrides)}", style="dim")
     if s.imported_from:
@@ -367,7 +360,7 @@ def sweep_table(outcome: "SweepOutcome", *, live: bool = False) -> Table:
             status,
             str(point.run_id) if point.run_id is not None else "-",
             Text(steps if live else point.point.name),
-            _duration(point.duration_s) if point.started is not None else "-",
+            duration_text(point.duration_s) if point.started is not None else "-",
         )
     return table
 
