@@ -11,7 +11,7 @@ import torch
 from tests.helpers import cli, run_json, steps_by_id
 from workbench.analysis.importance import mask_least_important
 from workbench.executor import run_recipe
-from workbench.models.pruning import select_heads_to_prune
+from workbench.analysis.head_selection import select_heads_to_prune
 from workbench.progress import ProgressReporter
 from workbench.recipe.loader import load_recipe
 

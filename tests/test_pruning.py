@@ -10,12 +10,12 @@ import torch
 from workbench.errors import ModelError
 from workbench.models.attention import head_hooks
 from workbench.models.loading import load_model, save_model
+from workbench.analysis.head_selection import select_heads_to_prune
 from workbench.models.pruning import (
     attention_parameters,
     count_parameters,
     prune_heads,
     pruned_heads,
-    select_heads_to_prune,
 )
 
 TEXTS = ["the keys to the cabinet are here .", "a dog runs .", "why ?"]  # a padded batch

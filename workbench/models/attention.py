@@ -117,7 +117,11 @@ def number_attention_modules(model: torch.nn.Module, input_ids: torch.Tensor) ->
 
     Not every architecture sets `layer_idx` on its attention modules; the call order always gives
     the layer. Each module gets `wb_layer`, and `wb_head_ids` (the original ids of its heads) if
-    pruning has not set them already.
+    pruning has not set them already. Returns the module of every layer, in order.
+
+    A module called for several layers (ALBERT shares one) gets `wb_shared_layers`, the layers it
+    serves in call order; a pre-hook on the model restarts its call count at every forward, so
+    gates and observers see the layer of each call.
     """
     hooks = HeadHooks(discover=True)
     token = _ACTIVE.set(hooks)
@@ -126,9 +130,33 @@ def number_attention_modules(model: torch.nn.Module, input_ids: torch.Tensor) ->
             model(input_ids=input_ids)
     finally:
         _ACTIVE.reset(token)
-    for layer, module in enumerate(hooks.discovered):
-        module.wb_layer = layer
-    return hooks.discovered
+    return number_layers(model, hooks.discovered)
+
+
+def number_layers(model: torch.nn.Module, calls: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """Number the attention modules of `model` by their call order in one forward (see above)."""
+    layers_of: dict[int, list[int]] = {}
+    for layer, module in enumerate(calls):
+        layers_of.setdefault(id(module), []).append(layer)
+    for module in dict.fromkeys(calls):
+        layers = layers_of[id(module)]
+        module.wb_layer = layers[0]
+        if len(layers) > 1:
+            module.wb_shared_layers = layers
+            module.wb_calls = 0
+        elif hasattr(module, "wb_shared_layers"):
+            del module.wb_shared_layers
+    if any(len(layers) > 1 for layers in layers_of.values()) and not getattr(model, "wb_counts_calls", False):
+        model.register_forward_pre_hook(_restart_call_counts)
+        model.wb_counts_calls = True
+    return calls
+
+
+def _restart_call_counts(model: torch.nn.Module, args: object) -> None:
+    """Before every forward: shared attention modules count their calls from the first layer again."""
+    for module in model.modules():
+        if getattr(module, "wb_shared_layers", None) is not None:
+            module.wb_calls = 0
 
 
 def workbench_attention(
@@ -146,8 +174,12 @@ def workbench_attention(
 
     _refuse_unsupported(module, kwargs)
     hooks = _ACTIVE.get()
-    if hooks is not None and hooks.discover and module not in hooks.discovered:
+    if hooks is not None and hooks.discover:
         hooks.discovered.append(module)
+    # Counted once per call: a shared module's layer is the next in its call order.
+    layer_and_heads = None
+    if hooks is not None and (hooks.gates is not None or hooks.observers or hooks.tap) and not hooks.discover:
+        layer_and_heads = _layer_and_heads(module, query.shape[1])
     extras = _EagerExtras.read(module, kwargs)
     weights = None
     if hooks is not None and (hooks.observers or hooks.eager or hooks.tap):
@@ -156,7 +188,7 @@ def workbench_attention(
         output, weights = _eager_attention(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, tapped, home, extras
         )
-        layer, head_ids = _layer_and_heads(module, query.shape[1])
+        layer, head_ids = layer_and_heads or _layer_and_heads(module, query.shape[1])
         if tapped is not None:
             tapped.append((layer, head_ids, weights))
         observed = weights.detach() if home is None else weights.detach().to(home)
@@ -172,7 +204,7 @@ def workbench_attention(
         )
     # output: [batch, q_len, heads, head_dim]
     if hooks is not None and hooks.gates is not None:
-        output = output * _gate_for_layer(hooks.gates, module, output)
+        output = output * gate_for_layer(hooks.gates, layer_and_heads, output)
     return output, weights
 
 
@@ -315,20 +347,27 @@ def _home(module: torch.nn.Module, here: torch.device) -> torch.device | None:
 
 
 def _layer_and_heads(module: torch.nn.Module, num_heads: int) -> tuple[int, torch.Tensor]:
+    shared = getattr(module, "wb_shared_layers", None)
+    if shared is not None:
+        layer = shared[module.wb_calls % len(shared)]
+        module.wb_calls += 1
+        return layer, _head_ids(module, num_heads)
     layer = getattr(module, "wb_layer", None)
     if layer is None:
         layer = getattr(module, "layer_idx", None)
     if layer is None:
         raise RuntimeError(f"{type(module).__name__} has no layer number; load models with workbench.models.loading")
+    return layer, _head_ids(module, num_heads)
+
+
+def _head_ids(module: torch.nn.Module, num_heads: int) -> torch.Tensor:
     head_ids = getattr(module, "wb_head_ids", None)
-    if head_ids is None:
-        head_ids = torch.arange(num_heads)
-    return layer, head_ids
+    return torch.arange(num_heads) if head_ids is None else head_ids
 
 
-def _gate_for_layer(gates: torch.Tensor, module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+def gate_for_layer(gates: torch.Tensor, layer_and_heads: tuple[int, torch.Tensor], output: torch.Tensor) -> torch.Tensor:
     """The gates of this layer's heads, shaped to broadcast against [batch, q_len, heads, head_dim]."""
-    layer, head_ids = _layer_and_heads(module, output.shape[2])
+    layer, head_ids = layer_and_heads
     head_ids = head_ids.to(gates.device)
     if gates.dim() == 2:  # [layers, heads]
         gate = gates[layer].index_select(0, head_ids)[None, None, :]

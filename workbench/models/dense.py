@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 MODEL_FOLDER = "model"
 MAX_DIFFERENCE = 1e-4  # on the probe batch; float32 reordering gives ~1e-7
-SUPPORTED = "BERT/RoBERTa (query/key/value + output.dense), GPT-2 (c_attn/c_proj), Llama-family q/k/v/o_proj (GQA included), DistilBERT"
+SUPPORTED = "every layout structural pruning supports (see README.md's model table)"
 
 
 @dataclass(frozen=True)
@@ -127,58 +127,30 @@ def _check_output(output_dir: Path, overwrite: bool) -> None:
 
 
 def _dense_parameters(loaded: Any) -> tuple[str, list[tuple[nn.Parameter, torch.Tensor]]]:
-    """(family, [(parameter of the pruned model, its full-shape value with zeros for pruned heads)])."""
+    """(layouts, [(parameter of the pruned model, its full-shape value with zeros for pruned heads)]).
+
+    Each layout adapter says where every head sits in its weights (workbench/models/families/): the
+    features of the heads left, at their original positions, are scattered into full-width zeros."""
     from workbench.models import pruning
+    from workbench.models.families import Heads
 
     try:
-        _, layers = pruning._attention_layers(loaded)  # the adapters pruning used: same family detection
+        _, layers = pruning._attention_layers(loaded, for_pruning=True)  # the adapters pruning used
     except ModelError as error:
         raise ModelError(f"cannot export {type(loaded.model).__name__} as a dense model: {error.message}", hint=f"supported: {SUPPORTED}") from None
     replaced: list[tuple[nn.Parameter, torch.Tensor]] = []
-    families = set()
+    layouts = set()
     for layer in layers:
         adapter = layer.adapter
-        families.add(adapter.family)
-        heads = torch.tensor(layer.head_ids, dtype=torch.long)  # original ids of the heads left, in weight order
-        total = layer.num_original_heads
-        d = adapter.head_dim
-        rows = _rows(heads, d)
-        if isinstance(adapter, pruning._BertAdapter):
-            for projection in (adapter.module.query, adapter.module.key, adapter.module.value):
-                replaced += _linear_rows(projection, rows, total * d)
-            replaced.append((adapter.dense.weight, _scatter(adapter.dense.weight, 1, rows, total * d)))
-        elif isinstance(adapter, pruning._Gpt2Adapter):
-            width = total * d
-            fused = torch.cat([rows + block * width for block in range(3)])  # q | k | v blocks of c_attn
-            c_attn, c_proj = adapter.module.c_attn, adapter.module.c_proj
-            replaced.append((c_attn.weight, _scatter(c_attn.weight, 1, fused, 3 * width)))
-            if c_attn.bias is not None:
-                replaced.append((c_attn.bias, _scatter(c_attn.bias, 0, fused, 3 * width)))
-            replaced.append((c_proj.weight, _scatter(c_proj.weight, 0, rows, width)))
-        elif isinstance(adapter, pruning._SeparateProjectionsAdapter):
-            groups = torch.tensor(layer.groups(layer.head_ids), dtype=torch.long)  # K/V groups still used
-            kv_total = total // layer.rep
-            replaced += _linear_rows(adapter.q, rows, total * d)
-            replaced += _linear_rows(adapter.k, _rows(groups, d), kv_total * d)
-            replaced += _linear_rows(adapter.v, _rows(groups, d), kv_total * d)
-            replaced.append((adapter.o.weight, _scatter(adapter.o.weight, 1, rows, total * d)))
-        else:
-            raise ModelError(f"cannot export {type(adapter.module).__name__} as a dense model", hint=f"supported: {SUPPORTED}")
-    return "/".join(sorted(families)), replaced
-
-
-def _rows(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """Feature indices of the given heads (original ids) in the full layout."""
-    if heads.numel() == 0:
-        return torch.zeros(0, dtype=torch.long)
-    return (heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
-
-
-def _linear_rows(layer: nn.Linear, rows: torch.Tensor, full: int) -> list[tuple[nn.Parameter, torch.Tensor]]:
-    out = [(layer.weight, _scatter(layer.weight, 0, rows, full))]
-    if layer.bias is not None:
-        out.append((layer.bias, _scatter(layer.bias, 0, rows, full)))
-    return out
+        layouts.add(adapter.layout)
+        total, kv_total = layer.num_original_heads, layer.num_original_heads // layer.rep
+        left = Heads(layer.head_ids, layer.groups(layer.head_ids), total, kv_total, adapter.head_dim)
+        full = Heads(list(range(total)), list(range(kv_total)), total, kv_total, adapter.head_dim)
+        for piece in adapter.slices():
+            parameter = getattr(piece.owner, piece.name)
+            width = len(piece.features(full))
+            replaced.append((parameter, _scatter(parameter, piece.dim, piece.features(left), width)))
+    return "/".join(sorted(layouts)), replaced
 
 
 def _scatter(tensor: torch.Tensor, dim: int, index: torch.Tensor, full: int) -> torch.Tensor:

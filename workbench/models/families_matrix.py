@@ -75,12 +75,17 @@ NO_FLAG = Refused(
     error="does not declare support for custom attention functions",
 )
 SHARED_LAYERS = Refused(
-    "one attention module is shared by every layer (ALBERT's cross-layer parameter sharing), so a head has no single layer",
-    error="shares its attention modules across layers",
+    "one attention module is shared by every layer (ALBERT's cross-layer parameter sharing): gates and observers tell "
+    "the layers apart by call order, but a head cannot be removed from one layer's weights only",
+    error="one attention module serves several layers",
 )
-FUSED_QKV = Refused(
-    "fused query/key/value projection whose per-head layout the pruning adapters do not slice yet",
-    error="cannot prune heads of .*unknown attention structure",
+CONFIG_WIDTH = Refused(
+    "its attention reads the query width from the model config, which all layers share, so one layer cannot lose heads",
+    error="reads its query width from the model config",
+)
+MULTI_QUERY = Refused(
+    "multi-query attention: its one K/V head is shared by every query head, so heads are masked, not sliced",
+    error="pruning multi-query attention .* is not supported",
 )
 MHA = NotApplicable("one K/V head per query head")
 
@@ -148,11 +153,11 @@ FAMILIES: tuple[Family, ...] = (
     Family("DistilBERT", "DistilBertConfig", {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 37, "pad_token_id": 0}),
     Family("ELECTRA", "ElectraConfig", _encoder(embedding_size=32)),
     Family("XLM-RoBERTa", "XLMRobertaConfig", _encoder(**_ROBERTA_IDS)),
-    Family("ALBERT", "AlbertConfig", _encoder(embedding_size=16), heads=SHARED_LAYERS),
+    Family("ALBERT", "AlbertConfig", _encoder(embedding_size=16), pruning=SHARED_LAYERS, note="one attention module shared by all layers"),
     Family(
         "ModernBERT", "ModernBertConfig",
         _encoder(local_attention=4, pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101, sep_token_id=102),
-        pruning=FUSED_QKV, note="local (sliding-window) attention of 4 tokens on its local layers",
+        note="local (sliding-window) attention of 4 tokens on its local layers; fused Wqkv",
     ),
     Family("GPT-2", "GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128, "pad_token_id": 0}),
     Family(
@@ -162,7 +167,7 @@ FAMILIES: tuple[Family, ...] = (
         heads=NOT_DISPATCHED,
     ),
     Family("GPT-J", "GPTJConfig", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "rotary_dim": 4, "n_positions": 128, "pad_token_id": 0}),
-    Family("GPT-NeoX", "GPTNeoXConfig", _decoder(), pruning=FUSED_QKV),
+    Family("GPT-NeoX", "GPTNeoXConfig", _decoder(), note="fused query_key_value, head by head"),
     Family("OPT", "OPTConfig", {**{k: v for k, v in _decoder().items() if k != "intermediate_size"}, "ffn_dim": 37, "word_embed_proj_dim": 32}),
     Family("BLOOM", "BloomConfig", {"hidden_size": 32, "n_layer": 2, "n_head": 4, "pad_token_id": 0}, heads=NOT_DISPATCHED, note="ALiBi"),
     Family("Falcon", "FalconConfig", _decoder(), heads=NOT_DISPATCHED),
@@ -180,12 +185,17 @@ FAMILIES: tuple[Family, ...] = (
         note="attention logit softcapping (at 2, so that it bites on tiny scores) and sliding windows of 4 tokens",
     ),
     Family("Phi", "PhiConfig", _decoder()),
-    Family("Phi-3", "Phi3Config", _decoder(num_key_value_heads=2), pruning=FUSED_QKV),
+    Family("Phi-3", "Phi3Config", _decoder(num_key_value_heads=2), pruning=CONFIG_WIDTH, note="fused qkv_proj"),
     Family("StableLM", "StableLmConfig", _decoder(num_key_value_heads=2)),
     Family(
         "GPT-BigCode", "GPTBigCodeConfig",
         {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "n_positions": 128, "pad_token_id": 0, "multi_query": True},
-        pruning=FUSED_QKV, note="multi-query attention",
+        pruning=MULTI_QUERY, note="multi-query attention",
+    ),
+    Family(
+        "GPT-BigCode MHA", "GPTBigCodeConfig",
+        {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "n_positions": 128, "pad_token_id": 0, "multi_query": False},
+        note="multi-head variant: fused c_attn Linear, head by head",
     ),
     Family("Starcoder2", "Starcoder2Config", _decoder(num_key_value_heads=2)),
     Family("Granite", "GraniteConfig", _decoder(num_key_value_heads=2), head="causal-lm", note="causal LM head"),

@@ -22,7 +22,9 @@ Big models: `device_map` (a strategy or an explicit map) and `max_memory` go thr
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +171,6 @@ def load_model(
     try:
         if saved.get("pruned_heads"):
             from workbench.models.placement import dispatch
-            from workbench.models.pruning import load_pruned_model
 
             model = load_pruned_model(source, model_class, saved["pruned_heads"], attention, DTYPES[dtype])
             heads_reachable = attention == ATTENTION_NAME
@@ -717,3 +718,69 @@ def _ensure_padding(tokenizer: object, model: torch.nn.Module) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "right"
 
+
+def load_pruned_model(
+    folder: str | Path,
+    model_class: type,
+    pruned: Mapping[int | str, Iterable[int]],
+    attn_implementation: str,
+    dtype: torch.dtype = torch.float32,
+) -> torch.nn.Module:
+    """Rebuild a pruned model saved by `save_model(..., extra={"pruned_heads": ...})`.
+
+    Builds the architecture from config.json, prunes it to the saved shapes (the saved map fully
+    determines them, see workbench/models/pruning.py), then loads the safetensors weights strictly (only
+    weights tied to loaded ones may be absent from the files).
+    """
+    import transformers
+
+    from workbench.models.pruning import _attention_layers, _normalise_map, _record
+
+    folder = Path(folder)
+    if attn_implementation == ATTENTION_NAME:
+        register_workbench_attention()
+    config = transformers.AutoConfig.from_pretrained(folder)
+    if hasattr(config, WORKBENCH_CONFIG_KEY):
+        delattr(config, WORKBENCH_CONFIG_KEY)
+    model = model_class.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    model.eval()
+    model, layers = _attention_layers(model)
+    saved = _normalise_map(pruned, len(layers), layers[0].num_original_heads)
+    for index, heads in saved.items():
+        layer = layers[index]
+        layer.apply([h for h in layer.head_ids if h not in set(heads)])
+    _record(model, layers)
+    _load_weights_strictly(model, folder)
+    return model
+
+
+def _load_weights_strictly(model: torch.nn.Module, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    index_file = folder / "model.safetensors.index.json"
+    if index_file.is_file():
+        files = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise ModelError(f"no safetensors weights in {folder}")
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        state.update(load_file(str(folder / name)))
+    expected = model.state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{key}: saved {tuple(state[key].shape)}, pruned model {tuple(expected[key].shape)}"
+        for key in sorted(set(state) & set(expected))
+        if state[key].shape != expected[key].shape
+    ]
+    loaded_storage = {expected[key].data_ptr() for key in state if key in expected and expected[key].numel()}
+    missing = sorted(
+        key for key in set(expected) - set(state)
+        if expected[key].numel() and expected[key].data_ptr() not in loaded_storage  # tied weights are fine
+    )
+    if unexpected or mismatched or missing:
+        problems = [*(f"unexpected {k}" for k in unexpected[:5]), *mismatched[:5]]
+        problems += [f"missing {k}" for k in missing[:5]]
+        raise ModelError(f"the pruned model in {folder} does not match its saved weights: " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)

@@ -185,7 +185,7 @@ class Prune(Step):
 
     @staticmethod
     def _heads_to_prune(ctx, params, loaded, task, already) -> dict[int, list[int]]:  # type: ignore[no-untyped-def]
-        from workbench.models.pruning import select_heads_to_prune
+        from workbench.analysis.head_selection import select_heads_to_prune
 
         if params.heads is not None:
             return {int(layer): sorted(heads) for layer, heads in params.heads.items()}
