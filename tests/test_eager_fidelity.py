@@ -244,19 +244,23 @@ def test_pruned_heads_take_their_own_sinks():
     torch.testing.assert_close(seen["probs"], seen["full"][:, [1, 3]])
 
 
-def test_alibi_families_are_refused_by_head_steps(tmp_path):
-    """BLOOM computes ALiBi attention inline, never through the attention interface: no heads to reach."""
+def test_alibi_families_get_heads_through_the_output_projection_but_no_pruning(tmp_path):
+    """BLOOM computes ALiBi attention inline, never through the attention interface: its heads are reached
+    through the output projection (its own eager attention, so ALiBi is exact); pruning would misalign the
+    slopes the model builds for its full number of heads, so it is refused."""
     from tests.conftest import minilm_path
     from workbench.models.loading import load_model
+    from workbench.models.pruning import prune_heads
 
     torch.manual_seed(0)
     model = transformers.BloomModel(transformers.BloomConfig(vocab_size=30522, hidden_size=32, n_layer=2, n_head=4))
     model.save_pretrained(tmp_path)
     transformers.AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path)
     loaded = load_model(str(tmp_path), head="base")
-    assert not loaded.heads_reachable
-    with pytest.raises(ModelError, match="attention interface"):
-        loaded.require_heads("attention statistics")
+    assert loaded.heads_reachable and loaded.heads_via == "output projection"
+    loaded.require_heads("attention statistics")
+    with pytest.raises(ModelError, match="ALiBi biases the model builds for its full number of heads"):
+        prune_heads(loaded, {0: [1]})
 
 
 def test_float64_gate_gradients_are_finite_when_a_window_holds_only_padding():

@@ -20,7 +20,7 @@ from typing import Any
 # The capabilities, in the README's column order: (key, column title, what a ✓ means).
 CAPABILITIES: tuple[tuple[str, str, str], ...] = (
     ("outputs", "same outputs", "loaded by the workbench, the model computes what Transformers' own eager attention computes (logits, last hidden state)"),
-    ("heads", "heads", "every layer's attention goes through the workbench attention function (`LoadedModel.heads_reachable`)"),
+    ("heads", "heads", "the workbench reaches every layer's heads (`LoadedModel.heads_reachable`): through the workbench attention function, or, for models that compute attention inline, through the output projection's input and the model's own eager probabilities (noted \"via projection\")"),
     ("gates_ones", "gates = 1", "gates of ones change nothing (bit for bit)"),
     ("zero_gate", "zero gate", "a zero gate equals zeroing that head's input columns of the output projection by hand"),
     ("importance", "importance", "the gate gradient of every head equals finite differences of the loss (float64; Richardson-extrapolated central differences, within 0.1% of the largest gradient)"),
@@ -63,11 +63,6 @@ class NotApplicable:
 Outcome = Supported | Refused | Gap | NotApplicable
 OK = Supported()
 
-NOT_DISPATCHED = Refused(
-    "its attention modules do not call Transformers' attention interface, so no head can be gated or observed "
-    "(the workbench loads it with Transformers' own attention)",
-    error="does not dispatch attention through Transformers' attention interface",
-)
 NO_FLAG = Refused(
     "it calls the attention interface but does not declare `_supports_attention_backend`, and the workbench only "
     "trusts architectures that do or that this matrix has checked (encoder-decoders: their cross-attention would "
@@ -88,6 +83,15 @@ MULTI_QUERY = Refused(
     error="pruning multi-query attention .* is not supported",
 )
 MHA = NotApplicable("one K/V head per query head")
+ALIBI = Refused(
+    "ALiBi: the model builds one bias slope per head for its full number of heads, which pruning would misalign",
+    error="adds ALiBi biases",
+)
+FALCON_FUSED = Refused(
+    "Falcon's fused query_key_value groups its rows for multi-query attention, a layout the workbench does not slice",
+    error="groups its rows for multi-query attention",
+)
+VIA_PROJECTION = "heads via projection"
 
 
 @dataclass(frozen=True)
@@ -164,13 +168,13 @@ FAMILIES: tuple[Family, ...] = (
         "GPT-Neo", "GPTNeoConfig",
         {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "attention_types": [[["global", "local"], 1]],
          "window_size": 4, "max_position_embeddings": 128, "pad_token_id": 0},
-        heads=NOT_DISPATCHED,
+        note=f"{VIA_PROJECTION}; local attention window of 4",
     ),
     Family("GPT-J", "GPTJConfig", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "rotary_dim": 4, "n_positions": 128, "pad_token_id": 0}),
     Family("GPT-NeoX", "GPTNeoXConfig", _decoder(), note="fused query_key_value, head by head"),
     Family("OPT", "OPTConfig", {**{k: v for k, v in _decoder().items() if k != "intermediate_size"}, "ffn_dim": 37, "word_embed_proj_dim": 32}),
-    Family("BLOOM", "BloomConfig", {"hidden_size": 32, "n_layer": 2, "n_head": 4, "pad_token_id": 0}, heads=NOT_DISPATCHED, note="ALiBi"),
-    Family("Falcon", "FalconConfig", _decoder(), heads=NOT_DISPATCHED),
+    Family("BLOOM", "BloomConfig", {"hidden_size": 32, "n_layer": 2, "n_head": 4, "pad_token_id": 0}, pruning=ALIBI, note=f"{VIA_PROJECTION}; ALiBi"),
+    Family("Falcon", "FalconConfig", _decoder(), pruning=FALCON_FUSED, note=f"{VIA_PROJECTION}; multi-query"),
     Family("Llama", "LlamaConfig", _decoder(num_key_value_heads=2)),
     Family("Mistral", "MistralConfig", _decoder(num_key_value_heads=2, sliding_window=4), note="sliding window of 4 tokens"),
     Family(  # intermediate 32: the grouped_mm experts kernel needs 16-byte strides
@@ -214,7 +218,15 @@ FAMILIES: tuple[Family, ...] = (
          "decoder_start_token_id": 0, "eos_token_id": 102},
         heads=NO_FLAG, note="encoder-decoder, relative position bias",
     ),
-    Family("DeBERTa-v2", "DebertaV2Config", _encoder(pad_token_id=0), heads=NOT_DISPATCHED, note="disentangled attention"),
+    Family(
+        "DeBERTa-v2", "DebertaV2Config",
+        _encoder(pad_token_id=0, relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=16),
+        note=f"{VIA_PROJECTION}; disentangled attention with relative-position projections",
+    ),
+    Family(
+        "OpenAI GPT", "OpenAIGPTConfig", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128, "pad_token_id": 0},
+        note=f"{VIA_PROJECTION}; the original GPT",
+    ),
 )
 
 

@@ -49,6 +49,7 @@ WORKBENCH_CONFIG_KEY = "workbench"
 # Model types that call Transformers' attention interface with nothing the workbench function would drop,
 # but do not declare `_supports_attention_backend`; each is checked by tests/test_family_matrix.py.
 CHECKED_DISPATCH = frozenset({"stablelm"})
+HEADS_VIA = ("attention interface", "output projection")
 NOT_DISPATCHED = "does not dispatch attention through Transformers' attention interface (e.g. DeBERTa-v2, BLOOM)"
 
 
@@ -80,6 +81,9 @@ class LoadedModel:
     offloaded: tuple[str, ...] = ()  # modules on cpu/disk whose weights are loaded at every forward
     input_device: torch.device | None = None  # where inputs go (set for a placed model)
     heads_problem: str = ""  # why the heads are not reachable (completes "<model class> ..."), when they are not
+    # How the heads are reached: "attention interface" (the workbench attention function) or "output projection"
+    # (models that compute attention inline: gates on the projection's input, probabilities from their eager).
+    heads_via: str = ""
 
     @property
     def num_labels(self) -> int:
@@ -101,7 +105,7 @@ class LoadedModel:
         return "lm" if self.head in ("causal-lm", "masked-lm") else "none"
 
     def require_heads(self, what: str) -> None:
-        if self.attn_implementation != ATTENTION_NAME:
+        if self.attn_implementation != ATTENTION_NAME and not self.heads_reachable:
             raise ModelError(
                 f"{what} needs per-head access, but the model was loaded with attn_implementation="
                 f"'{self.attn_implementation}' instead of the workbench attention function",
@@ -128,6 +132,7 @@ def load_model(
     max_memory: dict[int | str, int | str] | None = None,
     attn_implementation: str | None = None,
     changes_weights: bool = False,
+    heads_via: str | None = None,
 ) -> LoadedModel:
     """Load from a hub id or a local folder (also the folders the workbench saves).
 
@@ -140,6 +145,9 @@ def load_model(
     cannot hold (accelerate reloads them at every forward), so such a placement is refused.
     `dtype="auto"`: the checkpoint's dtype (`checkpoint_dtype`). `attn_implementation`: load with
     Transformers' eager/sdpa/flash attention instead of the workbench function; no head access then.
+    `heads_via`: how to reach the heads, "attention interface" or "output projection"; by default the
+    attention interface where the architecture dispatches through it, else the output projection
+    (workbench/models/projection_heads.py). Both give the same numbers where both apply.
     """
     import transformers
 
@@ -155,7 +163,10 @@ def load_model(
     model_class = getattr(transformers, HEAD_CLASSES[head])
     if dtype == "auto":
         dtype = checkpoint_dtype(source, revision)
+    if heads_via not in (None, *HEADS_VIA):
+        raise ModelError(f"unknown heads_via '{heads_via}'", hint=f"use one of: {', '.join(HEADS_VIA)}")
     attention = attn_implementation or ATTENTION_NAME
+    build_with = "eager" if heads_via == "output projection" and attention == ATTENTION_NAME else attention
     placement = Placement(device_map, max_memory) if device_map is not None else None
     options: dict[str, object] = {"revision": revision, "dtype": DTYPES[dtype], **_weight_options(source)}
     if head == "sequence-classification" and "head" not in saved:
@@ -172,15 +183,18 @@ def load_model(
         if saved.get("pruned_heads"):
             from workbench.models.placement import dispatch
 
-            model = load_pruned_model(source, model_class, saved["pruned_heads"], attention, DTYPES[dtype])
-            heads_reachable = attention == ATTENTION_NAME
+            built_with = attention
+            if attention == ATTENTION_NAME and (build_with == "eager" or not _trusted_class(model_class, source, options)):
+                built_with = "eager"  # heads through the output projections (workbench/models/projection_heads.py)
+            model = load_pruned_model(source, model_class, saved["pruned_heads"], built_with, DTYPES[dtype])
+            heads_reachable = built_with == ATTENTION_NAME
             if placement is not None:
                 model = dispatch(model, placement, device, offload_folder)  # type: ignore[arg-type]
         else:
             random_state = torch.random.get_rng_state()  # new tensors (a task head) are drawn from it
             if placement is not None:
                 options.update(_placement_options(model_class, source, revision, placement, device, offload_folder))
-            model, heads_reachable, report = _from_pretrained(model_class, source, options, attention)
+            model, heads_reachable, report = _from_pretrained(model_class, source, options, build_with)
             _refuse_unfit_weights(model, report, source)
             stranded = _new_tensors_on_disk(model, report, device) if placement is not None else None
             if stranded is not None:  # load again with those modules on cpu, drawing the same values
@@ -188,9 +202,9 @@ def load_model(
                 torch.random.set_rng_state(random_state)
                 options.pop("max_memory", None)
                 options["device_map"] = stranded
-                model, heads_reachable, report = _from_pretrained(model_class, source, options, attention)
+                model, heads_reachable, report = _from_pretrained(model_class, source, options, build_with)
             if placement is not None:
-                _draw_new_tensors_on_cpu(model, report, model_class, source, options, attention, random_state, device)
+                _draw_new_tensors_on_cpu(model, report, model_class, source, options, build_with, random_state, device)
     except WorkbenchError:
         _remove_folder(offload_folder)
         raise
@@ -218,7 +232,18 @@ def load_model(
     )
     modules: list[torch.nn.Module] = []
     heads_problem = "" if heads_reachable or attention != ATTENTION_NAME else _unreachable_heads(model)
-    if heads_reachable:
+    heads_via = ""
+    # Encoder-decoders keep their refusal: cross-attention would need a numbering of its own.
+    if not heads_reachable and attention == ATTENTION_NAME and _loaded_eager(model) and not config.is_encoder_decoder:
+        from workbench.models.projection_heads import find_projection_heads, install_projection_heads
+
+        probe = torch.tensor([[tokenizer.pad_token_id or 0] * 2], device=inputs_at or model.device)
+        calls = find_projection_heads(model, probe)
+        if calls and not _module_count_problem(len(calls), layout.num_layers):
+            install_projection_heads(model, calls)
+            modules, heads_reachable, heads_problem, heads_via = calls, True, "", "output projection"
+    elif heads_reachable:
+        heads_via = "attention interface"
         # Not model.device: a placed model's first parameter may be offloaded (on the meta device).
         probe = torch.tensor([[tokenizer.pad_token_id or 0] * 2], device=inputs_at or model.device)
         modules = number_attention_modules(model, probe)
@@ -244,7 +269,12 @@ def load_model(
         offloaded=offloaded,
         input_device=inputs_at,
         heads_problem=heads_problem,
+        heads_via=heads_via,
     )
+
+
+def _loaded_eager(model: torch.nn.Module) -> bool:
+    return getattr(model.config, "_attn_implementation", None) == "eager"
 
 
 def _dispatches(model: torch.nn.Module) -> bool:
@@ -678,8 +708,9 @@ def _from_pretrained(
         # Its attention modules would not call the workbench function, or the workbench does not trust what
         # they hand it; some read `config._attn_implementation` themselves and fail on a name they do not know
         # (GPT-Neo, Falcon: KeyError) or build another mask for it (BLOOM: a boolean mask added as if additive).
-        # Loaded as Transformers loads it, it computes what Transformers computes.
-        model, report = model_class.from_pretrained(source, **options)
+        # Loaded with Transformers' own eager attention, it computes what Transformers computes, and the workbench
+        # reaches its heads through the output projections (probabilities from `output_attentions`).
+        model, report = model_class.from_pretrained(source, attn_implementation="eager", **options)
         return model, False, report
     try:
         model, report = model_class.from_pretrained(source, attn_implementation=ATTENTION_NAME, **options)
@@ -690,8 +721,8 @@ def _from_pretrained(
     except ValueError as error:
         if "attn_implementation" not in str(error) and "attention" not in str(error).lower():
             raise
-    # The architecture does not support custom attention functions: load it as it is.
-    model, report = model_class.from_pretrained(source, **options)
+    # The architecture does not support custom attention functions: load it with its own eager attention.
+    model, report = model_class.from_pretrained(source, attn_implementation="eager", **options)
     return model, False, report
 
 

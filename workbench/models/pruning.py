@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from workbench.errors import ModelError
-from workbench.models.families import SUPPORTED, HeadAdapter, find_adapter
+from workbench.models.families import SUPPORTED, HeadAdapter, config_head_dim, find_adapter
 
 GqaPolicy = Literal["groups", "per_group"]
 GQA_POLICIES = ("groups", "per_group")
@@ -265,10 +265,17 @@ def _attention_layers(target: object, for_pruning: bool = False) -> tuple[nn.Mod
     model = _unwrap(target)
     loaded_modules = None if isinstance(target, nn.Module) else getattr(target, "attention_modules", None)
     modules = list(loaded_modules or _numbered_modules(model))
-    if not modules and getattr(model.config, "_attn_implementation", None) == ATTENTION_NAME:
+    if not modules:
         pad = getattr(model.config, "pad_token_id", None) or 0
         probe = torch.full((1, 2), int(pad), dtype=torch.long, device=next(model.parameters()).device)
-        modules = number_attention_modules(model, probe)
+        if getattr(model.config, "_attn_implementation", None) == ATTENTION_NAME:
+            modules = number_attention_modules(model, probe)
+        else:  # a model whose heads the workbench reaches through their output projections
+            from workbench.models.projection_heads import find_projection_heads, install_projection_heads
+
+            modules = find_projection_heads(model, probe)
+            if modules and len(modules) == getattr(model.config, "num_hidden_layers", None):
+                install_projection_heads(model, modules)
     num_layers = getattr(model.config, "num_hidden_layers", None)
     if not modules or (isinstance(num_layers, int) and len(modules) != num_layers):
         raise ModelError(
@@ -301,22 +308,13 @@ def adapter_of(model: nn.Module, module: nn.Module, names: dict[int, str] | None
     names = names if names is not None else {id(m): name for name, m in model.named_modules()}
     name = names.get(id(module), "")
     parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else (model if name else None)
-    adapter = find_adapter(module, parent, _config_head_dim(model))
+    adapter = find_adapter(module, parent, config_head_dim(model))
     if adapter is None:
         raise ModelError(
             f"cannot prune heads of {type(module).__name__}: unknown attention structure",
             hint=f"supported: {SUPPORTED}",
         )
     return adapter
-
-
-def _config_head_dim(model: nn.Module) -> int | None:
-    config = model.config
-    explicit = getattr(config, "head_dim", None)
-    if isinstance(explicit, int) and explicit > 0:
-        return explicit
-    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
-    return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads and not hidden % heads else None
 
 
 def _normalise_map(heads: Mapping, num_layers: int, num_heads: int) -> dict[int, list[int]]:

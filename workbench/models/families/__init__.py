@@ -49,6 +49,18 @@ SUPPORTED = (
 )
 
 
+def config_head_dim(model: nn.Module) -> int | None:
+    """The head dimension the model's config says (`head_dim`, else hidden size / heads), or None."""
+    config = model.config
+    explicit = getattr(config, "head_dim", None)
+    if isinstance(explicit, int) and explicit > 0:
+        return explicit
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads == 0:
+        return hidden // heads
+    return None
+
+
 def find_adapter(module: nn.Module, parent: nn.Module | None, head_dim: int | None) -> HeadAdapter | None:
     """The adapter of the first layout `module` has, or None when it is not an attention module we know."""
     for layout in LAYOUTS:
@@ -58,4 +70,4 @@ def find_adapter(module: nn.Module, parent: nn.Module | None, head_dim: int | No
     return None
 
 
-__all__ = ["LAYOUTS", "SUPPORTED", "HeadAdapter", "HeadSlices", "Heads", "find_adapter"]
+__all__ = ["LAYOUTS", "SUPPORTED", "HeadAdapter", "HeadSlices", "Heads", "config_head_dim", "find_adapter"]

@@ -37,10 +37,12 @@ class FusedPerHeadAdapter(HeadAdapter):
 
     def _why_not_pruned(self) -> str:
         kind = type(self.module).__name__
-        if "alibi" in inspect.signature(self.module.forward).parameters:
-            return f"{kind} adds ALiBi biases the model builds for its full number of heads; pruning would misalign them"
         if self.fused.out_features != 3 * self.num_heads() * self.head_dim:
             return f"{kind}'s fused query_key_value groups its rows for multi-query attention, a layout the workbench does not slice"
+        # BLOOM always adds ALiBi; Falcon takes the argument but uses it only when its config says `alibi`.
+        takes_alibi = "alibi" in inspect.signature(self.module.forward).parameters
+        if takes_alibi and getattr(getattr(self.module, "config", None), "alibi", True):
+            return f"{kind} adds ALiBi biases the model builds for its full number of heads; pruning would misalign them"
         return ""
 
     def slices(self):
