@@ -39,7 +39,8 @@ def minilm_dir() -> Path:
 
 
 def tiny_config(family: str, num_labels: int = 2, vocab_size: int = 30522):
-    """A 2-layer, 4-head model of the family; Llama uses 2 K/V heads (grouped-query attention)."""
+    """A 2-layer, 4-head model of the family; Llama uses 2 K/V heads (grouped-query attention); other
+    families are those of workbench/models/families_matrix.py (by name or key, 2 labels)."""
     import transformers
 
     common = {"vocab_size": vocab_size, "num_labels": num_labels}
@@ -57,7 +58,9 @@ def tiny_config(family: str, num_labels: int = 2, vocab_size: int = 30522):
             hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=37, max_position_embeddings=128, pad_token_id=0, **common,
         )
-    raise ValueError(family)
+    from workbench.models import families_matrix  # every other family: its coverage-matrix config
+
+    return families_matrix.family(family).config(vocab_size)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,12 @@ CASES = {  # family, head, heads to prune (layer 1 of BERT and GPT-2 loses every
     "gpt2": ("gpt2", "causal-lm", {0: [0, 2], 1: [0, 1, 2, 3]}, "groups"),
     "llama-groups": ("llama", "causal-lm", {0: [0, 1], 1: [2, 3]}, "groups"),
     "llama-per-group": ("llama", "sequence-classification", {0: [0, 2], 1: [1, 3]}, "per_group"),
+    # layouts of their own: the original GPT (heads via the output projection), DeBERTa-v2 with its
+    # relative-position projections, GPT-NeoX's head-by-head fused query_key_value, ModernBERT's stacked Wqkv
+    "openai-gpt": ("openai-gpt", "sequence-classification", {0: [1], 1: [0, 2]}, "groups"),
+    "deberta-v2": ("deberta-v2", "base", {0: [1, 3]}, "groups"),
+    "gpt-neox": ("gpt-neox", "causal-lm", {0: [0, 2], 1: [3]}, "groups"),
+    "modernbert": ("modernbert", "base", {1: [0, 1, 2]}, "groups"),
 }
 INPUTS = [[2, 17, 45, 99, 7, 3], [2, 81, 5, 3, 0, 0]]
 MASK = [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]
@@ -119,17 +125,16 @@ def test_dense_weights_have_full_shapes_with_zeros_where_heads_were_pruned(expor
     assert k_proj.shape == (16, 32) and k_proj[8:].abs().sum() == 0 and k_proj[:8].abs().sum() > 0
 
 
-def test_architectures_the_pruner_does_not_know_are_refused(tmp_path):
+def test_architectures_the_pruner_refuses_are_refused(tmp_path):
     import transformers
 
     from tests.conftest import minilm_path
 
-    config = transformers.DebertaV2Config(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
-    )
-    transformers.AutoModel.from_config(config).save_pretrained(tmp_path / "deberta")
-    transformers.AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path / "deberta")
-    with pytest.raises(ModelError, match="cannot export DebertaV2Model as a dense model") as raised:
-        write_dense_model(tmp_path / "deberta", tmp_path / "out")
+    config = transformers.BloomConfig(vocab_size=30522, hidden_size=32, n_layer=2, n_head=4)
+    transformers.AutoModel.from_config(config).save_pretrained(tmp_path / "bloom")
+    transformers.AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path / "bloom")
+    with pytest.raises(ModelError, match="cannot export BloomModel as a dense model") as raised:
+        write_dense_model(tmp_path / "bloom", tmp_path / "out")
+    assert "ALiBi" in str(raised.value)
     assert "supported: every layout structural pruning supports" in str(raised.value)
     assert not (tmp_path / "out").exists()
