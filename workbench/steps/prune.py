@@ -93,7 +93,7 @@ class Prune(Step):
     Params = PruneParams
     produces = frozenset({"model"})
     summary = (
-        "Structural pruning (BERT/RoBERTa, GPT-2, Llama-family with GQA): verifies masked == pruned logits, "
+        "Structural pruning (every layout README.md's model table marks, GQA policies included): verifies masked == pruned logits, "
         "counts parameters, measures examples/s before/after in interleaved rounds (median, IQR); outputs the pruned model."
     )
 
