@@ -186,3 +186,22 @@ def test_the_original_gpt_runs_the_syntax_and_code_head_steps(openai_gpt_dir, wr
     result = {step.step_id: step.result for step in outcome.steps}
     assert result["syntax"].head_scores and result["cat"].layer_scores
     assert [point["heads_masked"] for point in result["curve"].data["curve"]] == [0, 4]
+
+
+def test_attention_gradients_agree_and_the_path_works_on_a_model_across_cpu_and_disk(tiny_model_dir):
+    """dL/dA through the tap (Clark's attention gradients) and the statistics: interface path, projection
+    path, and the projection path with a layer offloaded to disk (weights loaded at every forward)."""
+    from tests.test_big_models import CPU_AND_DISK, _assert_same, _statistics
+    from tests.test_big_models import _task as big_task
+
+    interface, projection = _both_paths(tiny_model_dir("bert"))
+    placed = load_model(str(tiny_model_dir("bert")), head="sequence-classification", device_map=CPU_AND_DISK, heads_via="output projection")
+    assert placed.heads_via == "output projection" and placed.offloaded
+    task = big_task(interface)
+    expected = _statistics(interface, task)
+    assert any(name.startswith("grad") or "gradient" in name for name in expected), sorted(expected)
+    for loaded in (projection, placed):
+        _assert_same(expected, _statistics(loaded, task))
+        ours = head_importance(loaded, task, 4, granularity="example", compute_entropy=True)
+        theirs = head_importance(interface, task, 4, granularity="example", compute_entropy=True)
+        torch.testing.assert_close(ours.raw, theirs.raw, rtol=1e-5, atol=1e-7)

@@ -250,9 +250,9 @@ def load_model(
         # Some architectures accept the implementation name but never call it, or not once per layer.
         heads_problem = _module_count_problem(len(modules), layout.num_layers)
         heads_reachable = not heads_problem
-        if device_map is not None:  # observers get each layer's probabilities where the inputs are
-            for module in modules:
-                module.wb_home = inputs_at
+    if heads_reachable and device_map is not None:  # observers get each layer's probabilities where the inputs are
+        for module in modules:
+            module.wb_home = inputs_at
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

@@ -122,6 +122,9 @@ def _observe_attentions(backbone: nn.Module, args: tuple, output: object) -> obj
         raise ModelError(f"{type(backbone).__name__} returned no attention probabilities for output_attentions=True")
     for module, probs in zip(modules, attentions):
         layer, head_ids = _layer_and_heads(module, probs.shape[1])
+        home = getattr(module, "wb_home", None)  # a model spread over devices: where the inputs are
+        if home is not None and probs.device != home:
+            probs = probs.to(home)
         if hooks.tap:
             hooks.tapped.append((layer, head_ids, probs))
         for observe in hooks.observers:
