@@ -66,7 +66,7 @@ OK = Supported()
 NO_FLAG = Refused(
     "it calls the attention interface but does not declare `_supports_attention_backend`, and the workbench only "
     "trusts architectures that do or that this matrix has checked (encoder-decoders: their cross-attention would "
-    "need a layer numbering of its own); it is loaded with Transformers' own attention",
+    "need a layer numbering of its own, and the output-projection path would find 3 attention modules per layer); it is loaded with Transformers' own eager attention",
     error="does not declare support for custom attention functions",
 )
 SHARED_LAYERS = Refused(
