@@ -159,3 +159,23 @@ def test_pooling_matrices_by_hand():
     assert mean[0, 1].tolist() == pytest.approx([0, 0, 1 / 3, 1 / 3, 1 / 3, 0, 0])
     with pytest.raises(ValueError, match="pooling mode"):
         word_pooling_matrix(word_index, 3, "max")
+
+
+def test_one_pooling_for_a_batch_a_sentence_and_attention():
+    from workbench.data.pooling import word_pooling_matrix as pooling
+    from workbench.errors import StepError
+
+    word_index = torch.tensor([-1, 0, 1, 1, 1, 2, -1])  # [CLS] w0 w1 w1 w1 w2 [SEP]
+    features = torch.arange(7.0)[:, None]
+    expected = {"first": [1, 2, 5], "last": [1, 4, 5], "mean": [1, 3, 5], "sum": [1, 9, 5]}
+    for mode, values in expected.items():
+        rows = pooling(word_index, 3, mode)  # [words, seq]
+        assert (rows @ features)[:, 0].tolist() == values
+        assert torch.equal(pooling(word_index[None], 3, mode)[0], rows)  # a batch of one is the sentence
+        columns = pooling(word_index, 3, mode, transposed=True)  # [seq, words], built in that layout
+        assert torch.equal(columns, rows.T) and columns.is_contiguous()
+    assert pooling(torch.tensor([-1, 0, 2, -1]), 3, "mean")[1].tolist() == [0, 0, 0, 0]  # a word without pieces
+    with pytest.raises(StepError, match=r"groups \[1\] own no sub-token"):
+        pooling(torch.tensor([-1, 0, 2, -1]), 3, "mean", every_word=True)
+    with pytest.raises(StepError, match="maps to group 3"):
+        pooling([-1, 0, 3, -1], 3, "sum", transposed=True, every_word=True)

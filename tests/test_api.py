@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -102,3 +103,88 @@ def test_a_missing_store_is_an_error_not_a_new_store(tmp_path):
     with pytest.raises(wb.WorkbenchError, match="no store"):
         wb.open_store(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
+
+
+class RecordingProgress:
+    """A progress implementation of one's own (no workbench base class): it records every call."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def __enter__(self):
+        self.calls.append(("enter",))
+        return self
+
+    def __exit__(self, *exc):
+        self.calls.append(("exit",))
+
+    def track(self, items, total=None, description=""):
+        self.calls.append(("track", description, total))
+        yield from items
+
+    @contextlib.contextmanager
+    def bar(self, total, description=""):
+        advanced = []
+        yield lambda steps=1: advanced.append(steps)
+        self.calls.append(("bar", description, total, sum(advanced)))
+
+    def log(self, message, step=None):
+        self.calls.append(("log", step, message))
+
+    def warn(self, message):
+        self.calls.append(("warn", message))
+
+
+def test_a_progress_of_ones_own_receives_the_runs_calls(tiny_model_dir, tmp_path):
+    import workbench as wb
+    from workbench.cache import Cache
+    from workbench.progress import Progress
+
+    steps = {
+        "importance": {"kind": "importance", "dataset": "dev", "batch_size": 8},
+        "search": {"kind": "mask_search", "dataset": "dev", "threshold": 0.01, "amount": 0.5, "batch_size": 8},
+        "extract": {"kind": "extract", "dataset": "dev", "batch_size": 8},
+    }
+    path = write_yaml(tmp_path / "r.yaml", recipe(tiny_model_dir("bert"), datasets={"dev": agreement(16, 2)}, steps=steps))
+    progress = RecordingProgress()
+    assert isinstance(progress, Progress)
+    run = wb.run_recipe(path, store=tmp_path / "store", progress=progress)
+    assert run.status == "finished"
+    calls = progress.calls
+    assert calls[0] == ("enter",) and calls[-1] == ("exit",) and calls.count(("enter",)) == 1
+    tracks = [call for call in calls if call[0] == "track"]
+    assert tracks and all(description.startswith("importance") or description.startswith("search") for _, description, _ in tracks)
+    assert ("track", "importance: importance", 2) in tracks  # 16 examples in batches of 8
+    assert ("bar", "extract: extract", 16, 16) in calls  # advanced by hand to its total
+    logs = [call for call in calls if call[0] == "log"]
+    assert logs and all(step == "search" and "heads masked" in message for _, step, message in logs)
+    assert not [call for call in calls if call[0] == "warn"]
+
+    # a damaged cache entry is recomputed, and the progress is told
+    key = run.detail.step("extract").key
+    (Cache(tmp_path / "store" / "cache").entry_dir(key) / "manifest.json").unlink()
+    again = RecordingProgress()
+    wb.run_recipe(path, store=tmp_path / "store", progress=again)
+    assert [call for call in again.calls if call[0] == "warn"] == [("warn", f"cache entry {key[:12]} is incomplete (no manifest); recomputing")]
+    assert [call[1] for call in again.calls if call[0] in ("track", "bar")] == ["extract: extract"]  # the rest came from the cache
+
+
+QUIET_RUN = """
+import json, sys
+sys.modules["rich"] = None  # as if rich were not installed: `import rich` raises ImportError
+import workbench as wb
+run = wb.run_recipe(sys.argv[1], store=sys.argv[2])
+print(json.dumps({"status": run.status, "rich": sys.modules["rich"] is not None}))
+"""
+
+
+def test_the_api_runs_quietly_without_rich(tiny_model_dir, tmp_path):
+    """Its default progress (LoggingProgress) prints plain lines and needs no rich (only RichProgress does)."""
+    steps = {"extract": {"kind": "extract", "dataset": "dev", "batch_size": 8}, "search": {"kind": "mask_search", "dataset": "dev", "threshold": 0.01, "amount": 0.5}}
+    path = write_yaml(tmp_path / "r.yaml", recipe(tiny_model_dir("bert"), datasets={"dev": agreement(8, 2)}, steps=steps))
+    done = subprocess.run([sys.executable, "-c", QUIET_RUN, str(path), str(tmp_path / "store")], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"status": "finished", "rich": False}
+    logged = [line for line in done.stderr.splitlines() if line.startswith("search: ")]  # plain lines, no markup, no bars
+    assert logged and all("heads masked" in line for line in logged), done.stderr

@@ -14,7 +14,7 @@ from workbench.analysis.cat import cat_scores, token_pair_attention
 from workbench.data.alignment import encode_words
 from workbench.data.python_code import parse_code
 from workbench.executor import run_recipe
-from workbench.progress import ProgressReporter
+from workbench.progress import SilentProgress
 from workbench.recipe.loader import load_recipe
 
 FUNCTIONS = [
@@ -51,7 +51,7 @@ steps:
 
 
 def _run(path, store_dir):
-    return run_recipe(load_recipe(path), store_dir, progress=ProgressReporter(enabled=False))
+    return run_recipe(load_recipe(path), store_dir, progress=SilentProgress())
 
 
 def test_cat_scores_by_layer_and_head(tiny_model_dir, write_recipe, tmp_path, store_dir):

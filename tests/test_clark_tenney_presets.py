@@ -12,12 +12,12 @@ import torch
 from tests.helpers import agreement, recipe, write_yaml
 from workbench.analysis.syntax import DependencyHeadScorer, word_level_attention
 from workbench.executor import run_recipe
-from workbench.progress import ProgressReporter
+from workbench.progress import SilentProgress
 from workbench.recipe.loader import load_recipe
 
 
 def _run(path, store_dir):
-    return run_recipe(load_recipe(path), store_dir, progress=ProgressReporter(enabled=False))
+    return run_recipe(load_recipe(path), store_dir, progress=SilentProgress())
 
 
 def test_attention_gradients_equal_the_eager_models_own(tiny_model_dir, tmp_path, store_dir):

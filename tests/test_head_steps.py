@@ -10,14 +10,14 @@ from tests.conftest import SHARED_DATA
 from workbench.analysis.metrics import still_acceptable
 from workbench.errors import RecipeError
 from workbench.executor import run_recipe
-from workbench.progress import ProgressReporter
+from workbench.progress import SilentProgress
 from workbench.recipe.loader import load_recipe
 
 MRPC_DEV = SHARED_DATA / "glue_mrpc" / "dev.tsv"
 
 
 def _run(recipe, store_dir):
-    return run_recipe(load_recipe(recipe), store_dir, progress=ProgressReporter(enabled=False))
+    return run_recipe(load_recipe(recipe), store_dir, progress=SilentProgress())
 
 
 @pytest.fixture

@@ -158,12 +158,13 @@ PAIRS = [("the cat sat on the mat", "a cat is sitting"), ("dogs bark", "the sky 
 
 def pair_task(loaded):
     from workbench.analysis.tasks import prepare_task
-    from workbench.data.sources import LoadedDataset
+    from workbench.data.kinds import kind_for
+    from workbench.data.loaded import LoadedDataset
     from workbench.recipe.schema import DatasetSpec
 
     spec = DatasetSpec(path="tsv", text=["a", "b"], label="label")
     columns = {"a": [p[0] for p in PAIRS], "b": [p[1] for p in PAIRS], "label": [0, 1]}
-    return prepare_task(loaded, LoadedDataset("pairs", spec, "text", "x", columns=columns))
+    return prepare_task(loaded, LoadedDataset("pairs", spec, kind_for("tsv"), "x", columns=columns))
 
 
 def test_gpt2_sentence_pairs_get_no_token_types_and_the_plain_logits(tiny_model_dir):
@@ -224,10 +225,11 @@ def test_a_dataset_is_tokenised_once_per_tokenizer(tiny_model_dir):
     """Two loads of the same model (two tokenizer objects) share one tokenisation of a dataset."""
     first, second = load(tiny_model_dir("bert")), load(tiny_model_dir("bert"))
     from workbench.analysis.tasks import prepare_task
-    from workbench.data.sources import LoadedDataset
+    from workbench.data.kinds import kind_for
+    from workbench.data.loaded import LoadedDataset
     from workbench.recipe.schema import DatasetSpec
 
-    dataset = LoadedDataset("d", DatasetSpec(path="tsv", text="s", label="l"), "text", "x", columns={"s": ["a b", "c"], "l": [0, 1]})
+    dataset = LoadedDataset("d", DatasetSpec(path="tsv", text="s", label="l"), kind_for("tsv"), "x", columns={"s": ["a b", "c"], "l": [0, 1]})
     assert prepare_task(first, dataset).encodings is prepare_task(second, dataset).encodings
     assert len(dataset.encoded) == 1
     gpt2 = load(tiny_model_dir("gpt2"))  # same tokenizer files, but no token types: another entry only if they differ

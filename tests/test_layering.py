@@ -2,7 +2,9 @@
 
 Each module is imported alone in a fresh interpreter and the modules it loaded are checked: the
 browsing and bookkeeping layers (ui, db, cache, api, browse, ...) load neither torch nor
-transformers nor datasets, and the layers below the steps (cache, db, ...) load no step. Then the
+transformers nor datasets, the layers below the steps (cache, db, data, ...) load no step, and
+the dataset kinds' registry loads none of the loaders. No module of workbench.data imports the
+steps, the step context, the executor, the models or the analyses, at any scope. Then the
 graph of top-level imports between workbench's own modules, read from the source with `ast`
 (module scope only: imports inside functions and under `if TYPE_CHECKING:` run later or never),
 must have no cycle.
@@ -25,11 +27,16 @@ PACKAGE = ROOT / "workbench"
 MODEL_STACK = ("torch", "transformers", "datasets")
 STEPS = ("workbench.steps", "workbench.executor", "workbench.context", "workbench.models")
 ABOVE_DB = (*STEPS, "workbench.cache", "workbench.plan", "workbench.ui", "workbench.browse", "workbench.cli")
+DATA_LOADERS = tuple(
+    f"workbench.data.{name}"
+    for name in ("sources", "loaded", "spec_files", "text_loading", "files", "columns", "batching", "treebank", "python_code", "agreement")
+)
 
 # module -> what importing it alone must not load (a name covers its submodules)
 LAYERS: dict[str, tuple[str, ...]] = {
     "workbench.errors": (*MODEL_STACK, "workbench.db", *ABOVE_DB),
     "workbench.step_result": (*MODEL_STACK, *ABOVE_DB),
+    "workbench.scores": (*MODEL_STACK, "workbench.db", *ABOVE_DB),
     "workbench.feature_shards": (*MODEL_STACK, *ABOVE_DB),
     "workbench.db.store": (*MODEL_STACK, *ABOVE_DB),
     "workbench.db.orm": (*MODEL_STACK, *ABOVE_DB),
@@ -39,14 +46,20 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "workbench.saved_maps": (*MODEL_STACK, *STEPS, "workbench.cache", "workbench.cli"),
     "workbench.ui.views": (*MODEL_STACK, *STEPS, "workbench.cache", "workbench.plan", "workbench.browse", "workbench.cli"),
     "workbench.browse.app": (*MODEL_STACK, *STEPS, "workbench.cache", "workbench.plan", "workbench.cli"),
-    "workbench.api": (*MODEL_STACK, *STEPS, "workbench.cache", "workbench.ui", "workbench.cli"),
+    "workbench.api": (*MODEL_STACK, *STEPS, "workbench.cache", "workbench.ui", "workbench.cli", "rich"),
     "workbench.bundles.writer": (*MODEL_STACK, *STEPS, "workbench.cli"),
     "workbench.report.html": (*MODEL_STACK, *STEPS, "workbench.cli"),
     "workbench.recipe.loader": (*MODEL_STACK, *STEPS, "workbench.db", "workbench.cache", "workbench.ui", "workbench.cli"),
+    # datasets sit below the steps; the kinds' registry (asked by step modules while a recipe is checked)
+    # loads only the kinds' declarations: their check/load import the loaders when called
+    "workbench.data.sources": (*MODEL_STACK, "workbench.db", *ABOVE_DB),
+    "workbench.data.kinds": (*MODEL_STACK, *DATA_LOADERS, "workbench.recipe", "workbench.db", *ABOVE_DB),
     # the plan and the steps import only pydantic at the top (`workbench validate` stays light)
     "workbench.plan": (*MODEL_STACK, "workbench.executor", "workbench.db", "workbench.cache", "workbench.ui", "workbench.cli"),
     "workbench.steps": (*MODEL_STACK, "workbench.executor", "workbench.db", "workbench.cache", "workbench.ui", "workbench.cli"),
-    "workbench.executor": (*MODEL_STACK, "workbench.ui", "workbench.browse", "workbench.cli"),
+    "workbench.executor": (*MODEL_STACK, "workbench.ui", "workbench.browse", "workbench.cli", "rich"),
+    # rich is the terminal's: only RichProgress (and the ui, browse, cli) import it, when used
+    "workbench.progress": (*MODEL_STACK, "workbench.db", *ABOVE_DB, "rich"),
     "workbench.cli": MODEL_STACK,
 }
 
@@ -69,6 +82,19 @@ def test_a_module_loads_nothing_from_the_layers_above_it(module):
     assert module in loaded
     forbidden = [name for name in loaded if within(name, LAYERS[module]) and not within(module, (name,))]
     assert forbidden == [], f"importing {module} loads {forbidden}"
+
+
+def test_data_imports_nothing_above_it_at_any_scope():
+    """Data flows one way: the steps ask workbench.data; workbench.data never asks the steps (not even lazily)."""
+    above = ("workbench.steps", "workbench.context", "workbench.executor", "workbench.models", "workbench.analysis", "workbench.plan")
+    found = []
+    for path in sorted((PACKAGE / "data").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            found += [f"{path.relative_to(ROOT)}: {name}" for name in names if within(name, above)]
+    assert found == []
 
 
 # --- import cycles ---------------------------------------------------------------------------------

@@ -12,12 +12,12 @@ from tests.helpers import cli, run_json, steps_by_id
 from workbench.analysis.importance import mask_least_important
 from workbench.executor import run_recipe
 from workbench.analysis.head_selection import select_heads_to_prune
-from workbench.progress import ProgressReporter
+from workbench.progress import SilentProgress
 from workbench.recipe.loader import load_recipe
 
 
 def _run(recipe, store_dir, force=None):
-    return run_recipe(load_recipe(recipe), store_dir, force=force, progress=ProgressReporter(enabled=False))
+    return run_recipe(load_recipe(recipe), store_dir, force=force, progress=SilentProgress())
 
 
 @pytest.fixture

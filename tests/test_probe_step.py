@@ -11,7 +11,7 @@ import torch
 
 from workbench.errors import StepError, WorkbenchError
 from workbench.executor import run_recipe
-from workbench.progress import ProgressReporter
+from workbench.progress import SilentProgress
 from workbench.recipe.loader import load_recipe
 
 # A tiny grammar: DET (ADJ) NOUN VERB DET (ADJ) NOUN . -- the UPOS of a word follows from its form,
@@ -86,7 +86,7 @@ def treebank_recipe(tmp_path, tiny_model_dir, write_recipe):
 
 
 def _run(path, store_dir):
-    return run_recipe(load_recipe(path), store_dir, progress=ProgressReporter(enabled=False))
+    return run_recipe(load_recipe(path), store_dir, progress=SilentProgress())
 
 
 PROBES = """\

@@ -26,7 +26,7 @@ from workbench.data.treebank import read_conllu
 from workbench.executor import run_recipe
 from workbench.models.attention import head_hooks
 from workbench.models.loading import load_model
-from workbench.progress import ProgressReporter
+from workbench.progress import SilentProgress
 from workbench.recipe.loader import load_recipe
 from workbench.steps.attention import MAPS_FILE
 from workbench.analysis.word_attention import AttentionCollector
@@ -62,7 +62,7 @@ def pruned_run(tiny_model_dir, tmp_path_factory):
             """
         ).lstrip()
     )
-    outcome = run_recipe(load_recipe(recipe), folder / "store", progress=ProgressReporter(enabled=False))
+    outcome = run_recipe(load_recipe(recipe), folder / "store", progress=SilentProgress())
     assert {step.step_id: step.status for step in outcome.steps} == dict.fromkeys(["prune", "attention", "heads", "cat"], "done")
     return outcome, folder, model_dir
 

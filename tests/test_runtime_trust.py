@@ -13,7 +13,7 @@ import torch
 from tests.helpers import agreement, recipe, write_yaml
 from workbench.db.store import Store
 from workbench.executor import run_recipe
-from workbench.progress import ProgressReporter
+from workbench.progress import SilentProgress
 from workbench.recipe.loader import load_recipe
 
 
@@ -26,7 +26,7 @@ def test_half_precision_finetune_keeps_float32_master_weights(tiny_model_dir, tm
     steps = {"finetune": {"kind": "finetune", "dataset": "train", "max_steps": 2, "batch_size": 8, "lr": 1e-6, "warmup_ratio": 0}}
     document = recipe(model_dir, datasets={"train": agreement(16, 1)}, steps=steps)
     document["model"]["dtype"] = dtype
-    outcome = run_recipe(load_recipe(write_yaml(tmp_path / "r.yaml", document)), store_dir, progress=ProgressReporter(enabled=False))
+    outcome = run_recipe(load_recipe(write_yaml(tmp_path / "r.yaml", document)), store_dir, progress=SilentProgress())
     result = outcome.step("finetune").result
     assert result.data["precision"] == f"{dtype} autocast, float32 master weights"
     assert ("final_loss_scale" in result.metrics) == (dtype == "float16")  # fp16 scales the loss

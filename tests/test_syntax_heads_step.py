@@ -10,7 +10,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.executor import run_recipe
-from workbench.progress import ProgressReporter
+from workbench.progress import SilentProgress
 from workbench.recipe.loader import load_recipe
 
 WORDS = ["the", "dog", "unaffable", "sees", "a", "bookkeeper", "runs", "home", "quizzical", "cat"]
@@ -66,7 +66,7 @@ def clark_recipe(tmp_path, tiny_model_dir, write_recipe):
 
 
 def _run(path, store_dir):
-    return run_recipe(load_recipe(path), store_dir, progress=ProgressReporter(enabled=False))
+    return run_recipe(load_recipe(path), store_dir, progress=SilentProgress())
 
 
 def test_best_heads_table_agrees_with_head_scores(clark_recipe, store_dir):

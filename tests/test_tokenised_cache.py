@@ -25,7 +25,8 @@ from tests.helpers import cli, recipe, write_yaml
 from workbench.data import batching
 from workbench.data.batching import Encodings, TokenRows, batch_order, collate, encode_dataset, encode_texts, tokenise_to_arrow
 from workbench.data.columns import ArrowColumns
-from workbench.data.sources import LoadedDataset, check_dataset_spec, dataset_fingerprint, load_dataset_spec
+from workbench.data.loaded import LoadedDataset
+from workbench.data.sources import check_dataset_spec, dataset_fingerprint, load_dataset_spec
 from workbench.errors import RecipeError, RecipeErrors
 from workbench.recipe.schema import DatasetSpec
 
@@ -276,7 +277,7 @@ def test_processes_that_start_at_once_tokenise_once(tokenizer, tmp_path, minilm_
 
 def test_runs_of_a_recipe_share_the_store_s_tokenisation(tiny_model_dir, tmp_path):
     from workbench.executor import run_recipe
-    from workbench.progress import ProgressReporter
+    from workbench.progress import SilentProgress
     from workbench.recipe.loader import load_recipe
 
     dev = {"path": "tsv", "data_files": str(SST2_DEV), "text": "sentence", "label": "label", "limit": 96}
@@ -286,12 +287,12 @@ def test_runs_of_a_recipe_share_the_store_s_tokenisation(tiny_model_dir, tmp_pat
     }
     path = write_yaml(tmp_path / "recipe.yaml", recipe(tiny_model_dir("bert"), datasets={"dev": dev}, steps=steps))
     store = tmp_path / "store"
-    run_recipe(load_recipe(path, []), store, progress=ProgressReporter(enabled=False))
+    run_recipe(load_recipe(path, []), store, progress=SilentProgress())
     files = arrow_files(store / "cache" / "tokenised")
     assert len(files) == 1  # two steps, one tokenisation
     written = files[0].stat().st_mtime_ns
     # another run whose steps run again (a new batch size): they read the same file
-    run_recipe(load_recipe(path, ["steps.extract.batch_size=8", "steps.evaluate.batch_size=16"]), store, progress=ProgressReporter(enabled=False))
+    run_recipe(load_recipe(path, ["steps.extract.batch_size=8", "steps.evaluate.batch_size=16"]), store, progress=SilentProgress())
     assert arrow_files(store / "cache" / "tokenised") == files and files[0].stat().st_mtime_ns == written
     assert cli("verify", "--store", store).code == 0  # the store's own checks do not mind the folder
 

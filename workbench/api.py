@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from workbench.db.store import Store as _Store
     from workbench.models.loading import LoadedModel
+    from workbench.progress import Progress
 
 
 def open_store(where: str | Path | None = None) -> "Store":
@@ -220,17 +221,27 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def run_recipe(
-    recipe: str | Path, overrides: list[str] | None = None, *, store: str | Path | None = None, force: list[str] | None = None
+    recipe: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    store: str | Path | None = None,
+    force: list[str] | None = None,
+    progress: "Progress | None" = None,
 ) -> Run:
-    """Run (or resume) a recipe as `workbench run` does, quietly; the finished run."""
+    """Run (or resume) a recipe as `workbench run` does, quietly; the finished run.
+
+    `progress` receives the run's bars, log lines and warnings: any `workbench.progress.Progress`
+    (RichProgress for bars, SilentProgress for nothing, or your own). By default there are no bars
+    and the steps' log lines and warnings go to stderr as plain lines (LoggingProgress).
+    """
     from workbench.executor import run_recipe as execute
-    from workbench.progress import ProgressReporter
+    from workbench.progress import LoggingProgress
     from workbench.recipe.loader import load_recipe
     from workbench.store_location import locate_store
 
     loaded = load_recipe(Path(recipe), overrides or [])
     location = locate_store(store, recipe=Path(recipe))
-    outcome = execute(loaded, location.store_dir, force=force or [], progress=ProgressReporter(enabled=False))
+    outcome = execute(loaded, location.store_dir, force=force or [], progress=progress if progress is not None else LoggingProgress())
     return Run(location.open(create=False).get_run(outcome.run_id), location.cache_dir)  # type: ignore[arg-type]
 
 

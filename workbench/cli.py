@@ -290,7 +290,6 @@ def runs(
     limit: Annotated[int, typer.Option(help="show at most this many runs")] = 50,
 ) -> None:
     """List the runs in the store, newest first."""
-    from workbench.db.store import Store
     from workbench.ui.views import runs_json, runs_table
 
     db, _ = _reading(store)

@@ -7,10 +7,12 @@ from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from workbench.data.sources import LoadedDataset, load_dataset_spec
+from workbench.data.kinds import Capability, kind_description
+from workbench.data.loaded import LoadedDataset
+from workbench.data.sources import load_dataset_spec
 from workbench.distributed import World, current_world
 from workbench.errors import ModelError, StepError
-from workbench.progress import ProgressReporter
+from workbench.progress import Progress
 from workbench.step_result import StepResult
 from workbench.steps.base import StepParams
 
@@ -23,13 +25,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MODEL_FOLDER = "model"  # where steps that output a model save it, inside their files folder
-DATASET_KINDS = {"text": "text", "treebank": "treebank (path: conllu)", "code": "code (path: python_code)"}
 
 
 class RunResources:
     """Shared by the steps of one run: loaded datasets and the results of finished steps."""
 
-    def __init__(self, plan: "Plan", progress: ProgressReporter, cache_dir: Path | None = None):
+    def __init__(self, plan: "Plan", progress: Progress, cache_dir: Path | None = None):
         self.plan = plan
         self.progress = progress
         self.cache_dir = cache_dir  # the store's cache folder: where derived data (tokenisations) may live
@@ -136,8 +137,13 @@ class StepContext:
     def recipe_dir(self) -> Path:
         return self._resources.plan.recipe.base_dir
 
-    def dataset(self, name: str, *kinds: str) -> LoadedDataset:
-        """A recipe dataset, loaded once per run; with `kinds`, one of those kinds or a StepError."""
+    def dataset(self, name: str, *kinds: str, needs: Capability | None = None) -> LoadedDataset:
+        """A recipe dataset, loaded once per run, or a StepError when it is not what the step reads.
+
+        `needs`: a capability its kind must have (workbench/data/kinds/base.py: "texts", "words",
+        "dependency_trees", "code_trees", ...), so a new kind with it is accepted without naming it here.
+        `kinds`: kind names ("text", "treebank", "code"), one of which it must be.
+        """
         loaded = self._resources.datasets.get(name)
         if loaded is None:
             recipe = self._resources.plan.recipe
@@ -147,9 +153,9 @@ class StepContext:
             if self._resources.cache_dir is not None:
                 loaded.tokenised_dir = self._resources.cache_dir / "tokenised"
             self._resources.datasets[name] = loaded
-        if kinds and loaded.kind not in kinds:
-            wanted = " or ".join(DATASET_KINDS[kind] for kind in kinds)
-            raise StepError(f"{self.step.kind} reads {wanted} datasets; '{name}' is a {DATASET_KINDS[loaded.kind]} dataset")
+        if (kinds and loaded.kind not in kinds) or (needs is not None and not loaded.supports(needs)):
+            wanted = [kind_description(kind) for kind in kinds] + ([kind_description(capability=needs)] if needs else [])
+            raise StepError(f"{self.step.kind} reads {' or '.join(wanted)} datasets; '{name}' is a {loaded.dataset_kind.description} dataset")
         return loaded
 
     def upstream(self, step_id: str) -> StepResult:
@@ -251,9 +257,8 @@ class StepContext:
         return self._resources.progress.bar(total, f"{self.step.step_id}: {description}")
 
     def log(self, message: str) -> None:
-        from rich.markup import escape
-
-        self._resources.progress.log(f"[dim]{self.step.step_id}:[/dim] {escape(message)}")  # messages may quote data
+        """A line of information from this step (plain text: it may quote data)."""
+        self._resources.progress.log(message, step=self.step.step_id)
 
     def reseed(self, offset: int = 0) -> None:
         """Seed torch, numpy and random from the recipe seed (plus an offset) for a reproducible block."""

@@ -25,8 +25,9 @@ from workbench.errors import RankStopped, RecipeError, RunInterrupted, StoreErro
 from workbench.hashing import value_sha256
 from workbench.plan import Plan, PlannedStep, build_plan
 from workbench.processes import on_sigterm
-from workbench.progress import ProgressReporter
+from workbench.progress import Progress, RichProgress, SilentProgress
 from workbench.recipe.schema import LoadedRecipe
+from workbench.scores import float_lists
 from workbench.steps import STEP_TYPES
 from workbench.step_result import StepResult
 
@@ -70,10 +71,12 @@ def run_recipe(
     store_dir: Path,
     *,
     force: list[str] | None = None,
-    progress: ProgressReporter | None = None,
+    progress: Progress | None = None,
 ) -> RunOutcome:
     """Run (or resume) a recipe. Raises WorkbenchError after recording a failed step.
 
+    `progress` receives the run's bars, log lines and warnings (workbench/progress.py; default:
+    RichProgress, bars on a terminal). Ranks other than 0 of a data-parallel run report nothing.
     Torch is imported only when a step has to run: a fully cached run reads everything as numpy.
     """
     plan = build_plan(loaded)
@@ -81,7 +84,8 @@ def run_recipe(
     world = current_world(cpu=loaded.recipe.device == "cpu")
     if not world.is_main:
         return _follow(plan, forced, store_dir, world)
-    progress = progress or ProgressReporter()
+    if progress is None:
+        progress = RichProgress()
     resources = RunResources(plan, progress, store_dir / "cache")
     if loaded.recipe.device not in ("auto", "cpu"):
         resources.device  # an explicitly requested accelerator that is missing fails before anything runs
@@ -140,7 +144,7 @@ def _provenance(loaded: LoadedRecipe, plan: Plan) -> dict[str, object]:
         return {"error": f"provenance incomplete: {error}"}
 
 
-def _finish_quietly(store: Store, run_id: int, status: str, error: str, progress: ProgressReporter) -> None:
+def _finish_quietly(store: Store, run_id: int, status: str, error: str, progress: Progress) -> None:
     """Record how a run ended without letting a store problem hide the error that ended it."""
     try:
         store.finish_run(run_id, status, error)
@@ -307,7 +311,7 @@ def _follow(plan: Plan, forced: set[str], store_dir: Path, world: "World") -> Ru
     """
     import tempfile
 
-    resources = RunResources(plan, ProgressReporter(enabled=False), store_dir / "cache")
+    resources = RunResources(plan, SilentProgress(), store_dir / "cache")  # rank 0 reports for the run
     cache = Cache(store_dir / "cache")
     outcome = RunOutcome(None, "running")
     with _stop_on_sigterm(world):
@@ -360,23 +364,14 @@ def _record(
         status=status,
         duration_s=duration,
         metrics={name: float(value) for name, value in result.metrics.items()},
-        head_scores={name: _float_lists(grid) for name, grid in result.head_scores.items()},
-        layer_scores={name: _float_lists(line) for name, line in result.layer_scores.items()},
+        head_scores={name: float_lists(grid) for name, grid in result.head_scores.items()},
+        layer_scores=result.layer_lines(),
         data=data,
         artifacts=[
             {"name": f.path, "kind": _artifact_kind(f.path), "cache_key": key, "sha256": f.sha256, "bytes": f.bytes}
             for f in manifest
         ],
     )
-
-
-def _float_lists(values: object) -> list:
-    """A tensor or array (CPU) as nested lists of Python floats."""
-    import numpy as np
-
-    if hasattr(values, "detach"):  # a torch tensor, possibly on an accelerator
-        values = values.detach().cpu()
-    return np.asarray(values, dtype=np.float64).tolist()
 
 
 def _artifact_kind(path: str) -> str:

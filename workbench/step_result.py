@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.scores import LayerScores, layer_lines
+
 if TYPE_CHECKING:
     import torch
 
@@ -19,7 +21,7 @@ class StepResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     head_scores: dict[str, "torch.Tensor"] = field(default_factory=dict)  # name -> [layers, heads]
-    layer_scores: dict[str, "torch.Tensor"] = field(default_factory=dict)  # name -> [layers]
+    layer_scores: dict[str, "torch.Tensor"] = field(default_factory=dict)  # name -> [layers] (layer_lines(): LayerScores)
     tensors: dict[str, "torch.Tensor"] = field(default_factory=dict)  # other named outputs
     data: dict[str, Any] = field(default_factory=dict)  # JSON-able: curves, tables, iterations
     files_dir: Path | None = None  # folder of produced files (a model, feature shards), if any
@@ -37,6 +39,10 @@ class StepResult:
                 if not isinstance(value, torch.Tensor):
                     group[name] = torch.from_numpy(value)
         return self
+
+    def layer_lines(self) -> list[LayerScores]:
+        """The layer scores as LayerScores (Python floats, NaN kept), as the store records them."""
+        return layer_lines(self.layer_scores)
 
     def file(self, name: str) -> Path:
         """A produced file or folder; raises if the step did not produce it."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from workbench.analysis.syntax import membership_matrix
+from workbench.data.pooling import word_pooling_matrix
 
 ATTENTION_QUANTILE = 0.75
 DISTANCE_QUANTILE = 0.25
@@ -39,8 +39,9 @@ def token_pair_attention(attn: Tensor, leaf_index: Sequence[int] | Tensor, num_l
     attn = torch.as_tensor(attn)
     if tuple(attn.shape[-2:]) != (len(leaf_index), len(leaf_index)):
         raise ValueError(f"attention of shape {tuple(attn.shape)} does not fit {len(leaf_index)} sub-tokens")
-    members = membership_matrix(leaf_index, num_leaves, dtype=attn.dtype, device=attn.device)  # [seq, leaves]
-    mean_pool = (members / members.sum(0)).T  # [leaves, seq]
+    mean_pool = word_pooling_matrix(
+        leaf_index, num_leaves, "mean", dtype=attn.dtype, device=attn.device, transposed=True, every_word=True
+    ).T  # [leaves, seq]
     return mean_pool @ attn @ mean_pool.T  # [..., leaves, leaves]
 
 

@@ -80,8 +80,9 @@ class TrainedProbe:
 
 
 @dataclass(frozen=True)
-class LayerScores:
-    """Test scores of one probe per layer, index 0 = embeddings."""
+class ProbeScores:
+    """Test scores of one probe per layer, index 0 = embeddings (the probe step makes each metric a
+    `workbench.scores.LayerScores` line over the hidden-state indices)."""
 
     accuracy: list[float]  # [layers]
     macro_f1: list[float]  # [layers]
@@ -168,7 +169,7 @@ def layerwise_probes(
     splits: Splits,
     config: ProbeConfig = ProbeConfig(),
     on_progress: Progress | None = None,
-) -> LayerScores:
+) -> ProbeScores:
     """Train one probe per layer on `features` `[layers, N, dim]`; score each on the test split."""
     _check_layered(features, labels)
     accuracy, macro_f1, micro_f1, dev_accuracy = [], [], [], []
@@ -181,7 +182,7 @@ def layerwise_probes(
         dev_accuracy.append(probe.best_dev_accuracy)
         if on_progress is not None:
             on_progress(layer)
-    return LayerScores(accuracy=accuracy, macro_f1=macro_f1, dev_accuracy=dev_accuracy, micro_f1=micro_f1)
+    return ProbeScores(accuracy=accuracy, macro_f1=macro_f1, dev_accuracy=dev_accuracy, micro_f1=micro_f1)
 
 
 def scalar_mix_probe(
@@ -293,7 +294,7 @@ def control_labels(keys: Sequence[Hashable], labels: Tensor, seed: int = 0, trai
     return type_labels[example_types]  # [N]
 
 
-def selectivity(task: LayerScores, control: LayerScores) -> list[float]:
+def selectivity(task: ProbeScores, control: ProbeScores) -> list[float]:
     """Per-layer task accuracy minus control-task accuracy (Hewitt & Liang 2019)."""
     return [real - fake for real, fake in zip(task.accuracy, control.accuracy, strict=True)]
 

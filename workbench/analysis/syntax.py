@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from workbench.data.pooling import word_pooling_matrix
 from workbench.errors import StepError
 
 Direction = Literal["dep_to_head", "head_to_dep"]
@@ -44,35 +45,7 @@ DEFAULT_EXCLUDED_RELATIONS = ("root", "punct")
 JS_SMOOTHING = 1e-3
 
 
-# --- Sub-tokens to words --------------------------------------------------------------------------
-
-
-def membership_matrix(
-    index: Sequence[int] | Tensor,
-    num_groups: int,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """One-hot map `[seq, groups]` from sub-tokens to the groups (words, code tokens) they belong to.
-
-    `index[s]` is the group of sub-token s, or -1 for a sub-token in no group (special tokens,
-    padding), which gets an all-zero row. Every group must own at least one sub-token: one without
-    any means the input was truncated or misaligned, and its empty row would silently score as a
-    wrong prediction.
-    """
-    index = torch.as_tensor(index, device=device).long()  # [seq]
-    if index.numel() and int(index.max()) >= num_groups:
-        raise StepError(f"a sub-token maps to group {int(index.max())}, but there are only {num_groups}")
-    groups = torch.arange(num_groups, device=index.device)
-    members = (index[:, None] == groups).to(dtype)  # [seq, groups]
-    empty = (members.sum(0) == 0).nonzero().flatten().tolist()
-    if empty:
-        raise StepError(
-            f"groups {empty[:5]} own no sub-token; was the input truncated?",
-            hint="raise max_length or drop sentences longer than it",
-        )
-    return members
+# --- Sub-tokens to words (the pooling itself: workbench/data/pooling.py) --------------------------
 
 
 def _check_square(attn: Tensor, seq: int) -> None:
@@ -99,13 +72,15 @@ def word_level_attention(
     """
     attn = torch.as_tensor(attn)
     _check_square(attn, len(word_index))
-    members = membership_matrix(word_index, num_words, dtype=attn.dtype, device=attn.device)  # [seq, words]
-    to_words = attn @ members  # [..., seq, words]
-    if pooling == "mean":
-        return (members / members.sum(0)).T @ to_words  # [..., words, words]
-    if pooling == "first":
-        first = members * (members.cumsum(0) == 1)  # [seq, words]: each word's first sub-token
-        return first.T @ to_words
+
+    def transposed(mode: str, every_word: bool = False) -> Tensor:  # P^T [seq, words] (workbench/data/pooling.py)
+        return word_pooling_matrix(
+            word_index, num_words, mode, dtype=attn.dtype, device=attn.device, transposed=True, every_word=every_word  # type: ignore[arg-type]
+        )
+
+    to_words = attn @ transposed("sum", every_word=True)  # [..., seq, words]; every word owns a sub-token
+    if pooling in ("mean", "first"):
+        return transposed(pooling).T @ to_words  # [..., words, words]
     if pooling == "max":
         index = torch.as_tensor(word_index, device=attn.device).long()
         rows = []

@@ -20,7 +20,7 @@ import torch
 
 from workbench.analysis.metrics import classification_metrics, lm_metrics, regression_metrics
 from workbench.data.batching import Batch, Encodings, encode_dataset
-from workbench.data.sources import LoadedDataset
+from workbench.data.loaded import LoadedDataset
 from workbench.distributed import World, current_world
 from workbench.errors import StepError
 from workbench.models.loading import LoadedModel
@@ -43,7 +43,7 @@ def prepare_task(loaded: LoadedModel, dataset: LoadedDataset) -> TaskData:
     """Tokenize a text dataset for the model's head; map its labels through the model's vocabulary."""
     from workbench.data.labels import label_ids, regression_targets
 
-    if dataset.kind != "text":
+    if not dataset.supports("texts"):
         raise StepError(f"dataset '{dataset.name}' is a {dataset.kind} dataset; this step needs text")
     kind = loaded.problem_type
     if kind == "none":

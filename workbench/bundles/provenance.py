@@ -16,7 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.data.sources import OWN_SOURCES, PACKAGED_BUILDERS, is_hub_dataset, local_dataset_folder, resolve_path
+from workbench.data.kinds import kind_for
+from workbench.data.spec_files import data_dir_is_local, is_hub_dataset, local_dataset_folder, resolve_path
 from workbench.hashing import file_sha256
 from workbench.recipe.schema import DatasetSpec, LoadedRecipe
 
@@ -89,9 +90,10 @@ def model_files(folder: Path) -> list[dict[str, Any]]:
 def dataset_provenance(spec: DatasetSpec, base_dir: Path) -> dict[str, Any]:
     """The dataset's source, and every local file it reads: by the path the recipe wrote, name, size and hash."""
     described: dict[str, Any] = {"path": spec.path, "name": spec.name, "revision": spec.revision, "split": spec.split}
-    if spec.path == "agreement":
-        described["generated"] = True  # `agreement`: the options in the recipe are the data
-    elif is_hub_dataset(spec, base_dir):
+    kind = kind_for(spec.path)
+    if kind.generated:
+        described["generated"] = True  # a generated kind (`agreement`): the options in the recipe are the data
+    elif is_hub_dataset(spec, base_dir, kind):
         from workbench.hub import resolve_commit
 
         described["resolved_commit"] = resolve_commit(spec.path, spec.revision, "dataset")
@@ -105,10 +107,11 @@ def local_inputs(spec: DatasetSpec, base_dir: Path) -> list[tuple[str, str]]:
     `data_files` entries; a `data_dir` where it is a folder on disk (packaged builders and our own
     sources; a hub dataset's data_dir is a folder inside the dataset); a `path:` naming a local folder.
     """
+    kind = kind_for(spec.path)
     inputs = [("data_files", item) for item in listed_data_files(spec.data_files)]
-    if spec.data_dir and (spec.path in PACKAGED_BUILDERS or spec.path in OWN_SOURCES):
+    if spec.data_dir and data_dir_is_local(spec, kind):
         inputs.append(("data_dir", spec.data_dir))
-    if local_dataset_folder(spec, base_dir) is not None:
+    if local_dataset_folder(spec, base_dir, kind) is not None:
         inputs.append(("path", spec.path))
     return inputs
 

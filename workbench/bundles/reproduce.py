@@ -27,7 +27,7 @@ from workbench.bundles.verdict import DEFAULT_ATOL, DEFAULT_RTOL, Verdict, compa
 from workbench.store_location import StoreLocation
 
 if TYPE_CHECKING:
-    from workbench.progress import ProgressReporter
+    from workbench.progress import Progress
 
 
 def reproduce_bundle(
@@ -38,7 +38,7 @@ def reproduce_bundle(
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
     *,
-    progress: "ProgressReporter | None" = None,
+    progress: "Progress | None" = None,
     cwd: Path | None = None,
 ) -> Verdict:
     """Re-run a bundle here and compare (see the module docstring). Raises DataMismatch before running."""
@@ -113,7 +113,7 @@ def _moved(value: Any, dataset: str, located: Located) -> Any:
 
 
 def _run(
-    document: dict[str, Any], location: StoreLocation, recorded_keys: dict[str, str], progress: "ProgressReporter | None"
+    document: dict[str, Any], location: StoreLocation, recorded_keys: dict[str, str], progress: "Progress | None"
 ) -> tuple[int, list[str]]:
     """Write the recipe into a temporary folder, run it with every step forced; (run id, steps whose key differs)."""
     from workbench.bundles.recipe_text import dump_recipe

@@ -3,7 +3,8 @@
 Treebank sentences and code leaves arrive as lists of words; models see sub-tokens. `encode_words`
 tokenizes pre-split words and records, for every sub-token, the word it came from. A word is kept
 only when all of its sub-tokens survive truncation, so word-level results never rest on half a
-word. `word_pooling_matrix` then turns sub-token features (or attention) into word features.
+word. `word_pooling_matrix` (workbench/data/pooling.py) then turns sub-token features (or
+attention) into word features.
 
 Byte-level BPE tokenizers (GPT-2, RoBERTa) mark a word start with a leading space ("Ġword"); on
 pre-split input they only do so when their pre-tokenizer adds a prefix space, so `word_input_mode`
@@ -15,17 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Encoding, pre_tokenizers
 
+from workbench.data.pooling import word_pooling_matrix as word_pooling_matrix  # re-exported (tests, callers)
 from workbench.errors import ModelError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-PoolingMode = Literal["first", "mean", "sum"]
 
 
 @dataclass
@@ -116,25 +116,6 @@ def encode_words(tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]],
         num_words=num_words,
         word_has_tokens=word_has_tokens,
     )
-
-
-def word_pooling_matrix(word_index: torch.Tensor, num_words_max: int, mode: PoolingMode = "mean") -> torch.Tensor:
-    """[batch, words, seq] matrix P such that word features = P @ sub-token features.
-
-    `word_index` is [batch, seq] as in AlignedBatch. Modes: "first" selects a word's first
-    sub-token, "mean" averages its sub-tokens, "sum" adds them. For attention A [batch, seq, seq],
-    Clark et al.'s word-level map (from a word: mean over its pieces; to a word: sum over them) is
-    `P_mean @ A @ P_sum.transpose(1, 2)`. Words without sub-tokens get a row of zeros.
-    """
-    words = torch.arange(num_words_max, device=word_index.device)
-    member = (word_index[:, None, :] == words[None, :, None]).float()  # [batch, words, seq]
-    if mode == "sum":
-        return member
-    if mode == "mean":
-        return member / member.sum(dim=-1, keepdim=True).clamp(min=1)
-    if mode == "first":
-        return member * (member.cumsum(dim=-1) == 1)
-    raise ValueError(f"unknown pooling mode {mode!r}; expected 'first', 'mean' or 'sum'")
 
 
 def _words_kept(encoding: Encoding, num_words: int) -> int:

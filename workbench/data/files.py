@@ -98,7 +98,7 @@ def _delimited_layout(builder: str, options: dict[str, Any], encoding: str) -> F
         delimiter, quoting = "\t", options.get("quoting", 3) != 3
     else:
         delimiter = options.get("delimiter") or options.get("sep") or ","
-        quoting = options.get("quoting", 3 if delimiter == "\t" else 0) != 3  # sources.py: tabs mean quoting off
+        quoting = options.get("quoting", 3 if delimiter == "\t" else 0) != 3  # text_loading.py: tabs mean quoting off
     if len(delimiter) != 1:
         return None  # a regex separator: pandas' python engine decides
     return FileLayout(

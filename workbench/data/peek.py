@@ -8,7 +8,7 @@ will use: `limit` counts) with workbench/data/files.py, and reports, at the reci
     label        a label column that does not exist, labels the model's head refuses (labels.py)
 
 Every message names the dataset and the file as the recipe writes it, and the line; none quotes
-the data. Loading (workbench/data/sources.py) reads the whole file the same way, so what validate
+the data. Loading (workbench/data/text_loading.py) reads the whole file the same way, so what validate
 misses beyond the first rows still stops the run, at its line.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from workbench.data.files import FileLayout, FileProblem, FileScan, cell_value, column_values, is_missing_text, layout_for, scan
 from workbench.data.labels import head_label_problem
-from workbench.data.sources import NA_HINT, SCANNED_BUILDERS, file_problem_message, resolve_path, split_files
+from workbench.data.spec_files import NA_HINT, SCANNED_BUILDERS, file_problem_message, resolve_path, split_files
 from workbench.errors import did_you_mean
 from workbench.recipe.schema import DatasetSpec
 

@@ -22,7 +22,6 @@ import keyword
 import logging
 import tokenize
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Pre-split words (treebank sentences, code's syntax-tree leaves) on their way through a model.
+"""Pre-split words (treebank sentences, code's syntax-tree leaves: the kinds with the "words"
+capability, workbench/data/kinds/) on their way through a model.
 
 Shared by `extract` (word features), `syntax_heads` and `cat_probe` (word attention): which words
 an example has, batches of similar length, which words of an encoded batch survived, and the
@@ -9,21 +10,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from workbench.data.kinds import kind_named
+
 if TYPE_CHECKING:
     import torch
 
-    from workbench.data.sources import LoadedDataset
+    from workbench.data.loaded import LoadedDataset
 
 
 def dataset_words(dataset: "LoadedDataset") -> list[list[str]]:
-    """The pre-split words of every example: a treebank's syntactic words, or code's syntax-tree leaves."""
-    if dataset.kind == "treebank":
-        return [list(sentence.words) for sentence in dataset.sentences]
-    if dataset.kind == "code":
-        return [list(example.tokens) for example in dataset.examples]
-    from workbench.errors import StepError
+    """The pre-split words of every example of a kind with words (kinds/: a treebank's syntactic
+    words, code's syntax-tree leaves), as its kind's `item_words` gives them.
 
-    raise StepError(f"dataset '{dataset.name}' is a {dataset.kind} dataset; words come from treebanks or code")
+    The kind is found by `dataset.kind`, its name, so anything with `kind`, `name` and the kind's
+    items field (`sentences`, `examples`) will do.
+    """
+    kind = kind_named(dataset.kind)
+    if not kind.supports("words"):
+        from workbench.errors import StepError
+
+        raise StepError(f"dataset '{dataset.name}' is a {dataset.kind} dataset; words come from treebanks or code")
+    return [list(kind.item_words(item)) for item in kind.items(dataset)]
 
 
 def word_batches(words: list[list[str]], indices: list[int], batch_size: int) -> list[list[int]]:
@@ -40,9 +47,6 @@ def kept_words(aligned: Any, row: int) -> "torch.Tensor":
 
 def piece_matrix(word_index: "torch.Tensor", num_words: int, pooling: str) -> "torch.Tensor":
     """[batch, words, seq] pooling matrix: first, mean or last sub-token of each word."""
-    from workbench.data.alignment import word_pooling_matrix
+    from workbench.data.pooling import word_pooling_matrix
 
-    if pooling != "last":
-        return word_pooling_matrix(word_index, num_words, pooling)  # type: ignore[arg-type]
-    member = word_pooling_matrix(word_index, num_words, "sum")  # [batch, words, seq]
-    return member * (member.flip(-1).cumsum(-1).flip(-1) == 1)
+    return word_pooling_matrix(word_index, num_words, pooling)  # type: ignore[arg-type]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from workbench.scores import LayerScores as LayerScores  # the one per-layer line type (workbench/scores.py)
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -38,12 +40,6 @@ class HeadScores:
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.values), max((len(row) for row in self.values), default=0)
-
-
-@dataclass(frozen=True)
-class LayerScores:
-    name: str
-    values: list[float | None]  # [layers]
 
 
 @dataclass(frozen=True)

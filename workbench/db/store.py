@@ -13,7 +13,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +46,7 @@ from workbench.db.records import (
 from workbench.db.urls import checked_url, mask_url, sqlite_path
 from workbench.errors import StoreError
 from workbench.processes import HOST, process_alive, process_start_time
+from workbench.scores import layer_lines
 
 BUSY_TIMEOUT_S = 60
 INT64 = (-(2**63), 2**63 - 1)
@@ -116,15 +117,12 @@ class Store:
                 time.sleep(0.2 * (attempt + 1))
 
     @classmethod
-    def open(cls, store_dir: Path | None = None, *, create: bool = True) -> "Store":
+    def open(cls, store_dir: Path | str, *, create: bool = True) -> "Store":
         """The store of a folder (its SQLite file, or `WORKBENCH_DB`), created if new unless create=False.
 
-        Without a folder, the one workbench.store_location finds from the current folder.
+        To find the folder from the current one, use workbench.store_location.locate_store (which
+        opens stores through this class: the dependency goes that way only).
         """
-        if store_dir is None:
-            from workbench.store_location import locate_store
-
-            store_dir = locate_store().store_dir
         store_dir = Path(store_dir)
         if not create and not os.environ.get("WORKBENCH_DB") and not store_dir.is_dir():
             raise StoreError(f"no store at {store_dir}; {health.NO_STORE_HINT}")
@@ -322,12 +320,15 @@ class Store:
         duration_s: float,
         metrics: dict[str, float] | None = None,
         head_scores: dict[str, list[list[float]]] | None = None,
-        layer_scores: dict[str, list[float]] | None = None,
+        layer_scores: "Iterable[LayerScores] | Mapping[str, Sequence[float]] | None" = None,
         data: dict[str, Any] | None = None,
         artifacts: list[dict[str, Any]] | None = None,
         error: str | None = None,
     ) -> None:
-        """Record a step's outcome and everything it measured, in one transaction."""
+        """Record a step's outcome and everything it measured, in one transaction.
+
+        `layer_scores`: LayerScores lines (StepResult.layer_lines()) or {name: values}.
+        """
         with self.session() as session:
             step = session.get_one(SqlStep, step_pk)
             step.status, step.duration_s, step.error, step.finished_at = status, duration_s, error, now()
@@ -339,11 +340,7 @@ class Store:
                 for layer, row in enumerate(grid)
                 for head, value in enumerate(row)
             )
-            session.add_all(
-                SqlLayerScore(step_pk=step_pk, name=name, layer=layer, value=_number(value))
-                for name, values in (layer_scores or {}).items()
-                for layer, value in enumerate(values)
-            )
+            session.add_all(_layer_rows(step_pk, layer_lines(layer_scores)))
             session.add_all(SqlArtifact(step_pk=step_pk, **artifact) for artifact in artifacts or [])
 
     def import_run(self, run: RunDetail, *, recipe_hash: str, imported_from: str, host: str) -> int:
@@ -400,11 +397,7 @@ class Store:
                     for layer, cells in enumerate(grid.values)
                     for head, value in enumerate(cells)
                 )
-                session.add_all(
-                    SqlLayerScore(step_pk=pk, name=line.name, layer=layer, value=_number(value))
-                    for line in step.layer_scores
-                    for layer, value in enumerate(line.values)
-                )
+                session.add_all(_layer_rows(pk, step.layer_scores))
                 session.add_all(
                     SqlArtifact(step_pk=pk, name=a.name, kind=a.kind, cache_key=a.cache_key, sha256=a.sha256, bytes=a.bytes)
                     for a in step.artifacts
@@ -549,6 +542,13 @@ def _make_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _layer_rows(step_pk: int, lines: Iterable[LayerScores]) -> Iterator[SqlLayerScore]:
+    """One layer_scores row per layer of each line (the inverse of `_step_record`'s lines)."""
+    for line in lines:
+        for layer, value in enumerate(line.values):
+            yield SqlLayerScore(step_pk=step_pk, name=line.name, layer=layer, value=_number(value))
 
 
 def _number(value: Any) -> float | None:

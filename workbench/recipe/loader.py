@@ -201,17 +201,21 @@ def _ids(document: dict[str, Any], section: str) -> list[Any]:
     return list(document[section]) if isinstance(document.get(section), dict) else []
 
 
-# `size` of the generated agreement dataset. The schema passes builder options through unchecked
-# and data/sources.py checks only the lower bound; a million sentences take seconds to generate,
-# more is a typo that would hang the run.
-AGREEMENT_SIZE = (2, 1_000_000)
-
-
 def _check_generated_sizes(recipe: Recipe, locate: _Locator) -> None:
-    low, high = AGREEMENT_SIZE
+    """The `size` of a generated dataset (agreement) within its kind's `size_bounds` (workbench/data/kinds/).
+
+    The schema passes builder options through unchecked and the kind's check refuses only the lower
+    bound; a million sentences take seconds to generate, more is a typo that would hang the run.
+    """
+    from workbench.data.kinds import kind_for
+
     problems = []
     for name, spec in recipe.datasets.items():
-        size = spec.builder_options.get("size") if spec.path == "agreement" else None
+        bounds = kind_for(spec.path).size_bounds
+        if bounds is None:
+            continue
+        low, high = bounds
+        size = spec.builder_options.get("size")
         if isinstance(size, bool) or (isinstance(size, int) and not low <= size <= high):
             message = f"expected an integer of at least {low} and at most {high:,}, got {size!r}"
             problems.append(locate.error(("datasets", name, "size"), message))

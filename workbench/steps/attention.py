@@ -70,7 +70,7 @@ class Attention(Step):
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the attention step")
-        dataset = ctx.dataset(params.dataset, "text")
+        dataset = ctx.dataset(params.dataset, needs="texts")
         tokenizer = loaded.tokenizer
         task, why_not = _gradient_task(loaded, dataset) if params.gradients else (None, "gradients: false")
         if task is not None:

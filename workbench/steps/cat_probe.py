@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from workbench.data.kinds import kind_for, paths_with
 from workbench.steps.base import PresetParams, Step, StepResult
 from workbench.steps.common import ModelDatasetParams
 
@@ -75,8 +76,8 @@ class CatProbeParams(ModelDatasetParams, PresetParams):
 
     def check(self, recipe):  # type: ignore[no-untyped-def]
         spec = recipe.datasets.get(self.dataset)
-        if spec is not None and spec.path != "python_code":
-            return [("dataset", f"cat_probe needs a python_code dataset; '{self.dataset}' is {spec.path}")]
+        if spec is not None and not kind_for(spec.path).supports("code_trees"):
+            return [("dataset", f"cat_probe needs a {paths_with('code_trees')} dataset; '{self.dataset}' is {spec.path}")]
         return []
 
 
@@ -96,7 +97,7 @@ class CatProbe(Step):
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the cat_probe step")
-        dataset = ctx.dataset(params.dataset, "code")
+        dataset = ctx.dataset(params.dataset, needs="code_trees")
         num_layers, num_heads = loaded.layout.shape
         present = present_heads(loaded)  # [layers, heads]
         examples, unparsed = code_trees(dataset.examples, params)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from workbench.data.kinds import kind_for
 from workbench.data.words import dataset_words, kept_words, piece_matrix, word_batches
 from workbench.feature_shards import FEATURES_FOLDER, part_name, part_rows, part_tensors, pooled_tensors, shard_name, word_tensors
 from workbench.steps.base import Step, StepResult
@@ -37,10 +38,9 @@ if TYPE_CHECKING:
     import torch
 
     from workbench.context import StepContext
-    from workbench.data.sources import LoadedDataset
+    from workbench.data.loaded import LoadedDataset
     from workbench.models.loading import LoadedModel
 
-WORD_DATASETS = {"conllu": "treebank", "python_code": "code"}  # recipe `path:` -> LoadedDataset.kind
 WORD_POOLINGS = ("first", "mean", "last")
 
 
@@ -63,7 +63,7 @@ class ExtractParams(ModelDatasetParams):
 
     def check(self, recipe):  # type: ignore[no-untyped-def]
         spec = recipe.datasets.get(self.dataset)
-        if spec is not None and spec.path in WORD_DATASETS and self.pooling not in WORD_POOLINGS:
+        if spec is not None and kind_for(spec.path).supports("words") and self.pooling not in WORD_POOLINGS:
             return [("pooling", f"{spec.path} datasets give one vector per word: use first, mean or last sub-token")]
         return []
 
@@ -82,7 +82,7 @@ class Extract(Step):
 
         loaded = ctx.model(params.model, head_access=False)
         dataset = ctx.dataset(params.dataset)
-        if dataset.kind in ("treebank", "code"):
+        if dataset.supports("words"):
             return _extract_words(ctx, params, loaded, dataset)
         encodings = encode_dataset(loaded.tokenizer, dataset, token_types=loaded.uses_token_types)
         target = HiddenStates.prepare(ctx, params, loaded)

@@ -43,24 +43,25 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from workbench.data.kinds import Capability, kind_for, kinds_with, paths_with
 from workbench.steps.base import PresetParams, Step, StepResult
 
 if TYPE_CHECKING:
     import torch
 
     from workbench.context import StepContext
-    from workbench.data.sources import LoadedDataset
+    from workbench.data.loaded import LoadedDataset
     from workbench.feature_shards import WordFeatures
 
 Task = Literal["upos", "xpos", "deprel", "edge", "leaf_kind", "leaf_parent", "label"]
-TASK_DATASETS = {  # task -> the recipe dataset `path:` it needs (None: a text dataset with a label)
-    "upos": "conllu",
-    "xpos": "conllu",
-    "deprel": "conllu",
-    "edge": "conllu",
-    "leaf_kind": "python_code",
-    "leaf_parent": "python_code",
-    "label": None,
+TASK_NEEDS: dict[str, Capability] = {  # task -> what its dataset's kind must have (workbench/data/kinds/)
+    "upos": "dependency_trees",
+    "xpos": "dependency_trees",
+    "deprel": "dependency_trees",
+    "edge": "dependency_trees",
+    "leaf_kind": "code_trees",
+    "leaf_parent": "code_trees",
+    "label": "labels",  # and a `label:` column named: sentence features of a text dataset
 }
 SPLITS = ("train", "dev", "test")
 
@@ -131,7 +132,7 @@ class ProbeParams(PresetParams):
 
     def check(self, recipe):  # type: ignore[no-untyped-def]
         problems = []
-        needed = TASK_DATASETS[self.task]
+        needs = TASK_NEEDS[self.task]
         for field, step_id in self.referenced_steps().items():
             step = recipe.steps.get(step_id)
             if not isinstance(step, dict) or step.get("kind") != "extract":
@@ -140,9 +141,10 @@ class ProbeParams(PresetParams):
             spec = recipe.datasets.get(dataset) if isinstance(dataset, str) else None
             if spec is None:
                 continue
-            if needed is not None and spec.path != needed:
-                problems.append((field, f"task '{self.task}' needs a {needed} dataset; '{step_id}' reads {spec.path}"))
-            elif needed is None and (spec.path in ("conllu", "python_code") or not spec.label):
+            supported = kind_for(spec.path).supports(needs)
+            if needs != "labels" and not supported:
+                problems.append((field, f"task '{self.task}' needs a {paths_with(needs)} dataset; '{step_id}' reads {spec.path}"))
+            elif needs == "labels" and (not supported or not spec.label):
                 message = f"task 'label' needs a text dataset with a label column; '{step_id}' reads {spec.path}"
                 problems.append((field, message))
             if step.get("pooling") == "none":
@@ -290,10 +292,11 @@ def task_examples(params: ProbeParams, dataset: "LoadedDataset", features: "Word
 
     if params.task == "label":
         return _label_examples(dataset, features)
-    expected = "treebank" if TASK_DATASETS[params.task] == "conllu" else "code"
-    if dataset.kind != expected:
+    needs = TASK_NEEDS[params.task]
+    if not dataset.supports(needs):
+        expected = " or ".join(dict.fromkeys(kind.kind for kind in kinds_with(needs)))
         raise StepError(f"task '{params.task}' needs a {expected} dataset; '{dataset.name}' is a {dataset.kind} dataset")
-    items = dataset.sentences if expected == "treebank" else dataset.examples
+    items = dataset.items()
     if len(features) and features.sentence.max() >= len(items):
         raise StepError(f"the features cover more examples than dataset '{dataset.name}' has")
     total_words = sum(len(item) for item in items)
@@ -330,14 +333,14 @@ def task_examples(params: ProbeParams, dataset: "LoadedDataset", features: "Word
         "leaf_kind": lambda item, word: item.kinds[word],
         "leaf_parent": lambda item, word: item.parents[word],
     }[params.task]
-    forms = (lambda item, word: item.words[word]) if expected == "treebank" else (lambda item, word: item.tokens[word])
+    words_of = dataset.dataset_kind.item_words  # the forms the control task keys on
     labels, keys = [], []
     for index, word in zip(features.sentence.tolist(), features.word.tolist()):
         item = items[index]
         if word >= len(item):
             raise StepError(f"the features name word {word} of example {index}, which has {len(item)} words")
         labels.append(column(item, word))
-        keys.append(key(forms(item, word)))
+        keys.append(key(words_of(item)[word]))
     return ProbeExamples(torch.arange(len(features)), labels, keys, total_words - len(features))
 
 
@@ -347,7 +350,7 @@ def _label_examples(dataset: "LoadedDataset", features: "WordFeatures") -> Probe
 
     from workbench.errors import StepError
 
-    values = dataset.labels() if dataset.kind == "text" else None
+    values = dataset.labels() if dataset.supports("labels") else None
     if values is None:
         raise StepError(f"task 'label' needs a text dataset with a label column; '{dataset.name}' has none")
     if len(features) != len(values) or not torch.equal(features.sentence, torch.arange(len(values))):

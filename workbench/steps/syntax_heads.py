@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from workbench.data.kinds import kind_for, paths_with
 from workbench.steps.base import PresetParams, Step, StepResult
 from workbench.steps.common import ModelDatasetParams
 
@@ -83,8 +84,8 @@ class SyntaxHeadsParams(ModelDatasetParams, PresetParams):
 
     def check(self, recipe):  # type: ignore[no-untyped-def]
         spec = recipe.datasets.get(self.dataset)
-        if spec is not None and spec.path != "conllu":
-            return [("dataset", f"syntax_heads needs a conllu treebank; '{self.dataset}' is {spec.path}")]
+        if spec is not None and not kind_for(spec.path).supports("dependency_trees"):
+            return [("dataset", f"syntax_heads needs a {paths_with('dependency_trees')} treebank; '{self.dataset}' is {spec.path}")]
         return []
 
 
@@ -108,7 +109,7 @@ class SyntaxHeads(Step):
 
         loaded = ctx.model(params.model)
         loaded.require_heads("the syntax_heads step")
-        dataset = ctx.dataset(params.dataset, "treebank")
+        dataset = ctx.dataset(params.dataset, needs="dependency_trees")
         num_layers, num_heads = loaded.layout.shape
         present = present_heads(loaded)  # [layers, heads]
         scorer = DependencyHeadScorer(

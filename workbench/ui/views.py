@@ -18,6 +18,7 @@ from rich.text import Text
 
 from workbench.db.records import RunDetail, RunSummary, StepRecord
 from workbench.durations import duration_text
+from workbench.scores import layer_json
 from workbench.sweeps import SEPARATOR as SWEEP_SEPARATOR
 from workbench.sweeps import sweep_of
 from workbench.ui.attention_maps import attention_map_views
@@ -218,7 +219,7 @@ def run_json(run: RunDetail) -> dict[str, Any]:
                 "params": step.params,
                 "metrics": step.metrics,
                 "head_scores": {grid.name: grid.values for grid in step.head_scores},
-                "layer_scores": {line.name: line.values for line in step.layer_scores},
+                "layer_scores": layer_json(step.layer_scores),
                 "data": step.data,
                 "artifacts": [vars(artifact) for artifact in step.artifacts],
                 "error": step.error,
