@@ -6,7 +6,7 @@ from tests.conftest import REPO
 from workbench.docs import COMMON_STEP_FIELDS, reference_markdown
 from workbench.models.families_matrix import FAMILIES, model_table_markdown
 from workbench.recipe.schema import DatasetSpec, ModelSpec, Recipe
-from workbench.steps import STEP_TYPES
+from workbench.steps.registry import STEP_TYPES
 
 
 def test_readme_reference_is_current():

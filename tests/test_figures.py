@@ -174,7 +174,7 @@ def png_dir(store, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_every_step_kind_has_its_figures(runs, figures):
-    from workbench.steps import STEP_TYPES
+    from workbench.steps.registry import STEP_TYPES
 
     assert {step.kind for step in runs[0].steps} == set(STEP_TYPES)  # the recipe covers every kind
     names = [item.name for item in figures]

@@ -6,7 +6,8 @@ each other that way, even lazily, are one module split in two files, and the laz
 keeps the cycle from failing at import time. So here every import of a workbench module counts,
 at module scope and inside functions, classes and methods, read from the source with `ast`; only
 those under `if TYPE_CHECKING:` (never run) are left out, and a module's import of a package it
-lies in (its parent, already imported when it runs). `from workbench.x import name` is an import
+lies in (its parent, already imported when it runs). Importing workbench.a.b also runs the package
+workbench/a/__init__.py, so that counts as an import of workbench.a. `from workbench.x import name` is an import
 of the module workbench.x.name where that is a module, else of workbench.x; relative imports are
 resolved the same way. Imports by computed name (`importlib.import_module(variable)`) are not seen.
 
@@ -74,6 +75,7 @@ def import_graph(root: Path = ROOT, package: str = "workbench") -> dict[str, set
             for alias in node.names:
                 submodule = f"{source}.{alias.name}"
                 targets.add(submodule if submodule in modules else source)
+        targets |= {package for target in targets for package in _ancestors(target)}  # importing a.b.c runs a/b/__init__
         graph[name] = {target for target in targets if target in modules and target != name and target not in _ancestors(name)}
     return graph
 
@@ -142,7 +144,7 @@ def test_the_graph_counts_imports_inside_functions_but_not_under_type_checking()
     graph = import_graph()
     assert "workbench.data.text_loading" in graph["workbench.data.kinds.text"]  # inside TextKind.load
     assert "workbench.data.kinds" in graph["workbench.data.sources"]  # module scope
-    assert "workbench.steps.extract" in graph["workbench.steps"]  # from workbench.steps.extract import Extract
+    assert "workbench.steps.extract" in graph["workbench.steps.registry"]  # from workbench.steps.extract import Extract
     assert "workbench.data.loaded" not in graph["workbench.data.kinds.base"]  # only under TYPE_CHECKING
     assert "workbench.data.kinds" not in graph["workbench.data.kinds.code"]  # its own package: not an edge
 

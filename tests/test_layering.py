@@ -56,7 +56,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "workbench.data.kinds": (*MODEL_STACK, *DATA_LOADERS, "workbench.recipe", "workbench.db", *ABOVE_DB),
     # the plan and the steps import only pydantic at the top (`workbench validate` stays light)
     "workbench.plan": (*MODEL_STACK, "workbench.executor", "workbench.db", "workbench.cache", "workbench.ui", "workbench.cli"),
-    "workbench.steps": (*MODEL_STACK, "workbench.executor", "workbench.db", "workbench.cache", "workbench.ui", "workbench.cli"),
+    "workbench.steps.registry": (*MODEL_STACK, "workbench.executor", "workbench.db", "workbench.cache", "workbench.ui", "workbench.cli"),
     "workbench.executor": (*MODEL_STACK, "workbench.ui", "workbench.browse", "workbench.cli", "rich"),
     # rich is the terminal's: only RichProgress (and the ui, browse, cli) import it, when used
     "workbench.progress": (*MODEL_STACK, "workbench.db", *ABOVE_DB, "rich"),
@@ -168,7 +168,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_is_read_from_module_scope_only():
     graph = top_level_imports()
-    assert "workbench.steps.extract" in graph["workbench.steps"]  # from workbench.steps.extract import Extract
+    assert "workbench.steps.extract" in graph["workbench.steps.registry"]  # from workbench.steps.extract import Extract
     assert "workbench.step_result" in graph["workbench.cache"]
     assert "workbench.errors" in graph["workbench.db.store"]
     assert "workbench.context" not in graph["workbench.steps.base"]  # only under TYPE_CHECKING

@@ -17,7 +17,7 @@ from pydantic_core import PydanticUndefined
 
 from workbench.models.families_matrix import model_table_markdown
 from workbench.recipe.schema import DatasetSpec, ModelSpec, Recipe
-from workbench.steps import STEP_TYPES
+from workbench.steps.registry import STEP_TYPES
 from workbench.steps.base import PresetParams
 
 COMMON_STEP_FIELDS = {"kind", "description"}

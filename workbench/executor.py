@@ -28,7 +28,7 @@ from workbench.processes import on_sigterm
 from workbench.progress import Progress, RichProgress, SilentProgress
 from workbench.recipe.schema import LoadedRecipe
 from workbench.scores import float_lists
-from workbench.steps import STEP_TYPES
+from workbench.steps.registry import STEP_TYPES
 from workbench.step_result import StepResult
 
 

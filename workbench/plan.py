@@ -17,7 +17,7 @@ from workbench.errors import RecipeError
 from workbench.hashing import value_sha256
 from workbench.models.sources import model_fingerprint
 from workbench.recipe.schema import LoadedRecipe
-from workbench.steps import STEP_TYPES
+from workbench.steps.registry import STEP_TYPES
 from workbench.steps.base import StepParams
 
 

@@ -6,22 +6,30 @@
 
 What a run is made from is recorded when it starts (provenance.py, called by the executor). A bundle
 from someone else is untrusted input: reader.py checks all of it before anything is written.
+
+The names below are imported on first use: the executor imports provenance.py, which must not
+import reproduce.py (and so the executor again).
 """
 
-from workbench.bundles.importing import ImportedBundle, import_bundle
-from workbench.bundles.layout import BundleError
-from workbench.bundles.locate import DataMismatch
-from workbench.bundles.reproduce import reproduce_bundle
-from workbench.bundles.verdict import Verdict
-from workbench.bundles.writer import ExportedBundle, export_bundle
+from __future__ import annotations
 
-__all__ = [
-    "BundleError",
-    "DataMismatch",
-    "ExportedBundle",
-    "ImportedBundle",
-    "Verdict",
-    "export_bundle",
-    "import_bundle",
-    "reproduce_bundle",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "BundleError": "layout",
+    "DataMismatch": "locate",
+    "ExportedBundle": "writer",
+    "ImportedBundle": "importing",
+    "Verdict": "verdict",
+    "export_bundle": "writer",
+    "import_bundle": "importing",
+    "reproduce_bundle": "reproduce",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'workbench.bundles' has no attribute {name!r}")
+    return getattr(import_module(f"workbench.bundles.{_EXPORTS[name]}"), name)

@@ -33,7 +33,7 @@ def check_semantics(loaded: "LoadedRecipe", locate: "_Locator") -> None:
     from workbench.data.sources import check_dataset_spec
     from workbench.models.sources import check_model_source
     from workbench.plan import find_cycle
-    from workbench.steps import STEP_TYPES
+    from workbench.steps.registry import STEP_TYPES
 
     recipe = loaded.recipe
     problems: list[RecipeError] = []

@@ -44,7 +44,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
 def field_annotation(document: dict[str, Any], path: FieldPath) -> Any:
     """The declared type of the recipe field at `path` (None for unknown or pass-through fields)."""
     from workbench.recipe.schema import DatasetSpec, ModelSpec
-    from workbench.steps import STEP_TYPES
+    from workbench.steps.registry import STEP_TYPES
 
     model: type[BaseModel] | None
     if len(path) == 1:
@@ -137,7 +137,7 @@ def _merge_alternatives(problems: list[RecipeError]) -> list[RecipeError]:
 
 
 def _validate_steps(steps: dict[str, Any], locate: _Locator) -> dict[str, Any]:
-    from workbench.steps import STEP_TYPES
+    from workbench.steps.registry import STEP_TYPES
 
     validated: dict[str, Any] = {}
     problems: list[RecipeError] = []
