@@ -58,10 +58,10 @@ def write_recipe(folder: Path, text: str) -> Path:
 def run_silently(recipe: Path, store: Path, overrides: list[str] | None = None):  # type: ignore[no-untyped-def]
     """Run a recipe in this process without progress bars; returns the RunOutcome."""
     from workbench.executor import run_recipe
-    from workbench.progress import ProgressReporter
+    from workbench.progress import SilentProgress
     from workbench.recipe.loader import load_recipe
 
-    return run_recipe(load_recipe(recipe, overrides or []), store, progress=ProgressReporter(enabled=False))
+    return run_recipe(load_recipe(recipe, overrides or []), store, progress=SilentProgress())
 
 
 def peak_rss_mb() -> float:

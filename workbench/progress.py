@@ -163,4 +163,3 @@ class RichProgress:
         self.console.print(Text.assemble(("warning:", "yellow"), " ", message))
 
 
-ProgressReporter = RichProgress  # the former name, kept while benchmarks/common.py still uses it
