@@ -1,5 +1,5 @@
 """`python -m workbench …`: the CLI, as launchers (torchrun, accelerate launch) start it."""
 
-from workbench.cli import main
+from workbench.cli import entry
 
-main()
+entry()

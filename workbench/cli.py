@@ -575,5 +575,42 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def entry() -> None:
+    """The console script (and `python -m workbench`): `main()`, then leave without tearing the interpreter down.
+
+    A process that loaded torch, transformers and datasets spends a second or more after its work is
+    done freeing every module and object one by one (measured: issue 14). Nothing the workbench
+    writes waits for that: the store has committed, cache entries were renamed into place. So the
+    exit functions registered with atexit run (temporary folders, logging), output is flushed,
+    and the process ends with the code main() chose.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = _exit_code(exit_.code)
+    import atexit
+    import logging
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            code = code or 1
+    os._exit(code)
+
+
+def _exit_code(code: object) -> int:
+    """What sys.exit(code) would exit with: None 0, an int itself, anything else printed and 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -5,7 +5,7 @@ before cutting batches keeps the padding small. Every batch carries the indices 
 so per-example outputs land back in dataset order.
 
 Tokenisations persist. In a run (`LoadedDataset.tokenised_dir` set: the store's cache/tokenised)
-a dataset's texts are tokenised with `datasets.Dataset.map(batched=True)` into one Arrow file per
+a dataset's texts are tokenised, a thousand at a time, into one Arrow file (pyarrow) per
 
     (texts' content, tokenizer fingerprint, max_length, token types)
 
@@ -16,7 +16,7 @@ Arrow offsets). The key is the texts' content, not the recipe's dataset fingerpr
 datasets with the same texts (another label column, another recipe) share a file, and texts
 that change under an unchanged spec (an unresolved hub revision, a generator that changed) never
 read a stale one. A lock file (workbench/processes.py) lets one process tokenise while the others
-wait; `datasets` writes the file under a temporary name and renames it into place, so a reader sees
+wait; the file is written under a temporary name and renamed into place, so a reader sees
 a whole file or none, and a lock that is lost or broken costs a tokenisation done twice, never a
 wrong one. Outside a run (`tokenised_dir` None) texts are tokenised in memory, as plain lists.
 """
@@ -40,10 +40,10 @@ import torch
 logger = logging.getLogger(__name__)
 
 TOKENISED_FORMAT = 1  # bump when the file's layout or what goes into it changes
-MAP_BATCH_SIZE = 1000  # examples per tokenizer call (datasets.map's batch)
+MAP_BATCH_SIZE = 1000  # examples per tokenizer call
 WRITER_BATCH_SIZE = 10_000  # examples per Arrow record batch in the file
 LOCK_WAIT_S = 3600.0  # how long a process waits for another that is tokenising the same texts
-LEFTOVER_AGE_S = 3600.0  # a datasets temporary file this old was left by a killed process
+LEFTOVER_AGE_S = 3600.0  # a temporary file this old was left by a killed process
 
 
 class TokenRows(Sequence):
@@ -55,8 +55,8 @@ class TokenRows(Sequence):
     def __init__(self, column: Any):  # a pyarrow ChunkedArray of list<int32>
         chunks = [chunk for chunk in column.chunks if len(chunk)]
         # ListArray.offsets honours the chunk's own slice offset; .values is the whole buffer they index
-        self._offsets = [chunk.offsets.to_numpy(zero_copy_only=True) for chunk in chunks]
-        self._values = [chunk.values.to_numpy(zero_copy_only=True) for chunk in chunks]
+        self._offsets = [_numpy_view(chunk.offsets) for chunk in chunks]
+        self._values = [_numpy_view(chunk.values) for chunk in chunks]
         self._starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
         self._column = column  # keeps the memory map alive
 
@@ -135,6 +135,16 @@ class Encodings:
         return _row(self.token_type_ids, index)  # type: ignore[arg-type]
 
 
+def _numpy_view(array: Any) -> np.ndarray:
+    """A null-free Arrow integer array as a read-only numpy view of its buffer (Array.to_numpy would import pandas)."""
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    buffer = array.buffers()[1]
+    if buffer is None or len(array) == 0:
+        return np.zeros(0, dtype=dtype)
+    data = np.frombuffer(buffer, dtype=dtype)
+    return data[array.offset : array.offset + len(array)]
+
+
 def _row(rows: Sequence[Sequence[int]], index: int) -> Sequence[int]:
     return rows.row(index) if isinstance(rows, TokenRows) else rows[index]
 
@@ -175,7 +185,7 @@ def encode_texts(tokenizer: object, texts: list[tuple[str, ...]], max_length: in
 
 
 def _tokenize(tokenizer: object, first: list[str], second: list[str] | None, max_length: int, with_types: bool) -> Any:
-    """The one tokenizer call both paths make (in memory and through datasets.map): same ids either way."""
+    """The one tokenizer call both paths make (in memory and into the Arrow file): same ids either way."""
     return tokenizer(  # type: ignore[operator]
         first,
         second,
@@ -271,7 +281,7 @@ def _read_tokenised(path: Path, rows: int, token_types: bool) -> Any:
     """The file's Arrow table, memory-mapped; None if there is none or it is not a whole tokenisation."""
     import pyarrow as pa
 
-    try:  # datasets writes an Arrow IPC stream; reading it is a memory map, no copy
+    try:  # an Arrow IPC stream (as datasets.map wrote them too); reading it is a memory map, no copy
         table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
     except FileNotFoundError:
         return None
@@ -288,42 +298,64 @@ def _read_tokenised(path: Path, rows: int, token_types: bool) -> Any:
 
 
 def _write_tokenised(tokenizer: object, texts: list[Sequence[str]], max_length: int, token_types: bool, path: Path, key: str) -> Any:
-    import datasets
+    """Tokenise MAP_BATCH_SIZE examples at a time into an Arrow IPC stream (list<int32> ids, list<int8> types),
+    written as tmp<key>... beside `path` and renamed into place: a reader sees a whole file or none.
+
+    pyarrow alone (no `datasets`: importing it costs a fresh run half a second, issue 14); the layout is
+    the one datasets.map wrote, so files written by earlier versions read the same."""
+    import os
+    import tempfile
+
     import pyarrow as pa
-    from datasets.table import InMemoryTable
 
-    datasets.disable_progress_bars()
-    names = [f"text{index}" for index in range(len(texts))]
-    table = pa.table({name: pa.array(column, type=pa.string()) for name, column in zip(names, texts)})
-    source = datasets.Dataset(InMemoryTable(table), fingerprint=f"{key}-texts")  # from_dict would hash the table
-    columns = {"input_ids": datasets.Sequence(datasets.Value("int32"))}
+    fields = [pa.field("input_ids", pa.list_(pa.int32()))]
     if token_types:
-        columns["token_type_ids"] = datasets.Sequence(datasets.Value("int8"))
-
-    def tokenize(first: list[str], second: list[str] | None = None) -> dict[str, Any]:
-        encoded = _tokenize(tokenizer, first, second, max_length, token_types)
-        return {name: encoded[name] for name in columns}
-
-    source.map(
-        tokenize,
-        batched=True,
-        batch_size=MAP_BATCH_SIZE,
-        input_columns=names,
-        remove_columns=names,
-        features=datasets.Features(columns),
-        cache_file_name=str(path),  # datasets writes a temporary file beside it and renames it into place
-        load_from_cache_file=False,
-        writer_batch_size=WRITER_BATCH_SIZE,
-        new_fingerprint=key,  # else datasets hashes the function, tokenizer and all
-    )
+        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
+    schema = pa.schema(fields)
+    handle, temporary = tempfile.mkstemp(prefix=f"tmp{key[:16]}", suffix=".arrow", dir=path.parent)
+    os.close(handle)
+    try:
+        with pa.OSFile(temporary, "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            pending: list[pa.RecordBatch] = []
+            for start in range(0, len(texts[0]), MAP_BATCH_SIZE):
+                first = list(texts[0][start : start + MAP_BATCH_SIZE])
+                second = list(texts[1][start : start + MAP_BATCH_SIZE]) if len(texts) > 1 else None
+                encoded = _tokenize(tokenizer, first, second, max_length, token_types)
+                arrays = [_list_array(encoded[field.name], field.type) for field in fields]
+                pending.append(pa.record_batch(arrays, schema=schema))
+                if sum(batch.num_rows for batch in pending) >= WRITER_BATCH_SIZE:
+                    writer.write_table(pa.Table.from_batches(pending, schema=schema).combine_chunks())
+                    pending = []
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, schema=schema).combine_chunks())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     table = _read_tokenised(path, len(texts[0]), token_types)
     if table is None:
         raise OSError(f"the tokenisation written to {path} cannot be read back")
     return table
 
 
+def _list_array(rows: list[list[int]], kind: Any) -> Any:
+    """rows as an Arrow list array of `kind`, built from numpy buffers (pa.array would import pandas)."""
+    import itertools
+
+    import pyarrow as pa
+
+    values_type = kind.value_type
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    values = np.fromiter(itertools.chain.from_iterable(rows), dtype=values_type.to_pandas_dtype(), count=total)
+    children = pa.Array.from_buffers(values_type, total, [None, pa.py_buffer(values)])
+    return pa.Array.from_buffers(kind, len(rows), [None, pa.py_buffer(offsets)], children=[children])
+
+
 def _sweep_leftovers(folder: Path) -> None:
-    """Delete datasets' temporary files that a killed process left (they are named tmp*)."""
+    """Delete temporary files that a killed process left (they are named tmp*)."""
     now = time.time()
     for leftover in folder.glob("tmp*"):
         try:

@@ -75,6 +75,7 @@ class FileScan:
     row_lines: list[int] = field(default_factory=list)  # 1-based line where each data row starts
     rows: list[dict[str, Any]] = field(default_factory=list)  # only with max_rows: raw cells / JSON values
     complete: bool = True  # False when max_rows stopped the scan early
+    cells: list[list[str]] = field(default_factory=list)  # only with keep_cells (delimited): every row's raw cells
 
 
 def layout_for(builder: str, options: dict[str, Any], path: Path) -> FileLayout | None:
@@ -147,13 +148,15 @@ def _looks_like_json_lines(path: Path, encoding: str) -> bool:
     return True  # empty: the scan reports it
 
 
-def scan(path: Path, layout: FileLayout, max_rows: int | None = None) -> FileScan:
-    """Read the file's rows (the first `max_rows` only, if given); raise FileProblem for the first problem."""
+def scan(path: Path, layout: FileLayout, max_rows: int | None = None, keep_cells: bool = False) -> FileScan:
+    """Read the file's rows (the first `max_rows` only, if given); raise FileProblem for the first problem.
+
+    `keep_cells` (delimited files): keep every row's raw cells, for reading the file without a builder."""
     lines = decoded_lines(path, layout.encoding)
     if layout.kind == "jsonl":
         found = _scan_json_lines(lines, max_rows)
     else:
-        found = _scan_delimited(lines, layout, max_rows)
+        found = _scan_delimited(lines, layout, max_rows, keep_cells)
     if not found.row_lines and found.complete:
         if layout.kind == "jsonl" or not found.columns:
             raise FileProblem(None, "the file is empty (no rows)")
@@ -182,7 +185,7 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
-def _scan_delimited(lines: Iterator[tuple[int, str]], layout: FileLayout, max_rows: int | None) -> FileScan:
+def _scan_delimited(lines: Iterator[tuple[int, str]], layout: FileLayout, max_rows: int | None, keep_cells: bool = False) -> FileScan:
     found: FileScan | None = None
     for line, cells, last_line in _delimited_rows(lines, layout):
         if found is None:
@@ -196,6 +199,8 @@ def _scan_delimited(lines: Iterator[tuple[int, str]], layout: FileLayout, max_ro
         found.row_lines.append(line)
         if max_rows is not None:
             found.rows.append(dict(zip(found.columns, cells)))
+        if keep_cells:
+            found.cells.append(cells)
     return found or FileScan(columns=[])
 
 

@@ -106,10 +106,10 @@ def local_dataset_folder(spec: DatasetSpec, base_dir: Path, kind: DatasetKind) -
     return folder if folder.exists() else None
 
 
-def scan_file(item: str, path: Path, layout: FileLayout, max_rows: int | None = None) -> Any:
+def scan_file(item: str, path: Path, layout: FileLayout, max_rows: int | None = None, keep_cells: bool = False) -> Any:
     """`files.scan`, its problem turned into a DataError at `item:line` (item: the file as the recipe names it)."""
     try:
-        return scan(path, layout, max_rows=max_rows)
+        return scan(path, layout, max_rows=max_rows, keep_cells=keep_cells)
     except FileProblem as problem:
         raise DataError(file_problem_message(item, problem)) from None
 

@@ -52,10 +52,83 @@ if TYPE_CHECKING:
 
 
 def load_text(kind: DatasetKind, name: str, spec: DatasetSpec, base_dir: Path, fingerprint: str) -> LoadedDataset:
-    """A text dataset read by datasets.load_dataset (the text kind's loader): local files scanned first."""
-    origins = _sliced(_scan_local_files(spec, base_dir, kind), spec.split)
-    columns, class_names = _load_with_datasets(name, spec, base_dir, kind)
-    return text_dataset(kind, name, spec, fingerprint, columns, class_names, origins)
+    """A text dataset (the text kind's loader): local files scanned first; read by datasets.load_dataset,
+    or straight from the scan where that gives exactly the same columns (`_columns_from_scan`)."""
+    by_hand = _by_hand_file(spec, base_dir, kind)
+    origins, whole = _scan_local_files(spec, base_dir, kind, keep=by_hand)
+    columns = _columns_from_scan(whole) if whole is not None else None
+    class_names = None
+    if columns is None:
+        columns, class_names = _load_with_datasets(name, spec, base_dir, kind)
+    return text_dataset(kind, name, spec, fingerprint, columns, class_names, _sliced(origins, spec.split))
+
+
+# Reading a local delimited file without `datasets` (issue 14: importing datasets and pandas and building
+# the Arrow cache cost a fresh run about a second). Only where the columns are certainly what the csv
+# builder makes of the file: one file of at most BY_HAND_BYTES, the split by name without slicing,
+# no option beyond how cells split and which cells are nulls, and every column all integers (int64,
+# no null) or strings (a null: None). Floats (pandas' parser may round the last digit differently),
+# booleans, a null among integers, duplicate or empty column names: datasets reads the file.
+BY_HAND_BYTES = 64 * 2**20
+BY_HAND_OPTIONS = frozenset({"delimiter", "sep", "quoting", "quotechar", "encoding", "na_values", "keep_default_na", "na_filter"})
+BOOLEAN_CELLS = frozenset({"True", "False", "TRUE", "FALSE", "true", "false"})
+INT64 = (-(2**63), 2**63 - 1)
+BUILDER_CHUNK = 10_000  # rows per pandas chunk in datasets' csv builder (CsvConfig.chunksize)
+
+
+def _by_hand_file(spec: DatasetSpec, base_dir: Path, kind: DatasetKind) -> str | None:
+    """The one local file (as the recipe names it) the split reads, if it may be read by hand; else None."""
+    if spec.path not in ("tsv", "csv") or spec.streaming or spec.data_dir or spec.data_files is None:
+        return None
+    if "[" in spec.split or "+" in spec.split or set(spec.builder_options) - BY_HAND_OPTIONS:
+        return None
+    if not isinstance(spec.data_files, dict) and spec.split != "train":
+        return None  # datasets names the split of undivided files "train"; another split is its error to report
+    files = split_files(spec)
+    if len(files) != 1:
+        return None
+    path = resolve_path(base_dir, files[0])
+    layout = layout_for(spec.path, spec.builder_options, path)
+    if layout is None or layout.kind != "delimited" or not layout.typed_by_builder or path.stat().st_size > BY_HAND_BYTES:
+        return None
+    return files[0]
+
+
+def _columns_from_scan(found: Any) -> dict[str, list[Any]] | None:
+    """The columns of a scanned file (`FileScan` with its cells) as the csv builder types them, or None."""
+    from workbench.data.files import INTEGER
+
+    names = found.columns
+    if len(set(names)) != len(names) or any(not name.strip() for name in names):
+        return None  # pandas renames them (a.1, Unnamed: 0)
+    na = found.layout.na_strings
+    columns: dict[str, list[Any]] = {}
+    for position, name in enumerate(names):
+        raw = [row[position] for row in found.cells]
+        present = [cell for cell in raw if cell not in na]
+        if present and all(INTEGER.fullmatch(cell) for cell in present):
+            if len(present) < len(raw):
+                return None  # a null makes pandas read the integers as floats
+            values = [int(cell) for cell in raw]
+            if not all(INT64[0] <= value <= INT64[1] for value in values):
+                return None
+            columns[name] = values
+            continue
+        # pandas types each chunk of BUILDER_CHUNK rows the csv builder reads on its own: every chunk
+        # must hold a cell that is neither a number nor a boolean to be read as strings, like the whole
+        for start in range(0, len(raw), BUILDER_CHUNK):
+            chunk = [cell for cell in raw[start : start + BUILDER_CHUNK] if cell not in na]
+            if all(_number_like(cell) or cell in BOOLEAN_CELLS for cell in chunk):
+                return None  # floats, padded numbers, booleans, all nulls: the builder's own parsing decides
+        columns[name] = [None if cell in na else cell for cell in raw]
+    return columns
+
+
+def _number_like(cell: str) -> bool:
+    from workbench.data.files import FLOAT, INTEGER
+
+    text = cell.strip()
+    return bool(FLOAT.fullmatch(text) or INTEGER.fullmatch(text))
 
 
 def _sliced(origins: list[str] | None, split: str) -> list[str] | None:
@@ -114,14 +187,16 @@ def _refuse_missing_texts(name: str, column: str, values: list[Any], origins: li
     )
 
 
-def _scan_local_files(spec: DatasetSpec, base_dir: Path, kind: DatasetKind) -> list[str] | None:
+def _scan_local_files(spec: DatasetSpec, base_dir: Path, kind: DatasetKind, keep: str | None = None) -> tuple[list[str] | None, Any]:
     """Read every local csv/tsv/JSON Lines file once by hand (workbench/data/files.py); raise at the first problem.
 
     Returns 'file:line' of each example of the split in order (for messages), or None when some
-    file of the split could not be scanned (a layout we do not model, a hub dataset, a data_dir).
+    file of the split could not be scanned (a layout we do not model, a hub dataset, a data_dir);
+    and the scan of file `keep` with every row's cells (its `layout` set), or None.
     """
     if spec.path not in SCANNED_BUILDERS or spec.data_files is None:
-        return None
+        return None, None
+    kept = None
     origins: list[str] | None = []
     in_split = set(split_files(spec))
     for item in listed_files(spec, kind):
@@ -130,10 +205,12 @@ def _scan_local_files(spec: DatasetSpec, base_dir: Path, kind: DatasetKind) -> l
         if layout is None:
             origins = None if item in in_split else origins
             continue
-        found = scan_file(item, path, layout)
+        found = scan_file(item, path, layout, keep_cells=item == keep)
+        if item == keep:
+            found.layout, kept = layout, found
         if item in in_split and origins is not None:
             origins += [f"{item}:{line}" for line in found.row_lines]
-    return origins
+    return origins, kept
 
 
 def _load_with_datasets(
