@@ -164,3 +164,39 @@ def test_a_store_whose_columns_do_not_match_its_version_is_repaired(tmp_path):
     with Store.open(tmp_path) as store:
         assert "pid_started" in {c["name"] for c in sa.inspect(store.engine).get_columns("runs")}
         assert store.schema_revision == migrations.HEAD
+
+
+def test_a_new_sqlite_store_made_without_alembic_equals_one_made_by_the_chain(tmp_path):
+    """Fresh SQLite stores get the models' tables and HEAD directly (issue 14: no Alembic in a fresh run);
+    the chain replayed on an empty file must give the same tables, columns, keys and indexes."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from workbench.db import migrations
+    from workbench.db.store import Store
+
+    Store.open(tmp_path / "fast").close()
+    chained = sa.create_engine(f"sqlite:///{tmp_path / 'chain.sqlite'}")
+    with chained.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(migrations.HERE))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    def schema(engine):  # type: ignore[no-untyped-def]
+        inspector = sa.inspect(engine)
+        return {
+            table: (
+                # sorted: the chain adds later columns at the end, the models declare them in place
+                sorted((c["name"], c["nullable"], c.get("primary_key")) for c in inspector.get_columns(table)),
+                sorted((i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(table)),
+                sorted(tuple(f["constrained_columns"]) for f in inspector.get_foreign_keys(table)),
+            )
+            for table in inspector.get_table_names()
+        }
+
+    fast = sa.create_engine(f"sqlite:///{next((tmp_path / 'fast').glob('*.sqlite'))}")
+    assert schema(fast) == schema(chained)
+    with fast.connect() as connection:
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == migrations.HEAD

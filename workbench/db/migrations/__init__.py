@@ -82,6 +82,9 @@ def upgrade(engine: Engine) -> SchemaState:
         found = read_state(connection)
         if found.current:
             return found
+        if found.empty and "alembic_version" not in found.tables and connection.dialect.name == "sqlite":
+            _create_at_head(connection)
+            return found
         from alembic import command
         from alembic.config import Config
         from alembic.script import ScriptDirectory
@@ -107,6 +110,20 @@ def upgrade(engine: Engine) -> SchemaState:
                 f"the store's schema could not be brought to version {HEAD}: missing {', '.join(after.missing)}"
             )
         return found
+
+
+def _create_at_head(connection: Connection) -> None:
+    """A new SQLite store: the models' tables and the HEAD version, in the lock's transaction, without Alembic.
+
+    Replaying the chain on an empty file builds the same tables (the upgrade tests check that the
+    chain reaches every model column) but imports Alembic and runs four migrations: a quarter of a
+    second of every fresh run (issue 14). PostgreSQL stores keep the chain, which also sets the
+    column types its later revisions widened."""
+    Base.metadata.create_all(connection)
+    connection.execute(sa.text(
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+    ))
+    connection.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES (:head)"), {"head": HEAD})
 
 
 @contextmanager
