@@ -1,4 +1,10 @@
-"""Task metrics (scikit-learn / scipy) and which direction is better for each."""
+"""Task metrics and which direction is better for each.
+
+Classification metrics are computed here with numpy, by scikit-learn's own formulas (the same
+operations in the same order: tests/test_metrics_numpy.py checks equality with sklearn.metrics on
+random labels), because importing sklearn.metrics costs a fresh run more than half a second
+(issue 14). Regression metrics use scipy (transformers has imported it already).
+"""
 
 from __future__ import annotations
 
@@ -19,15 +25,42 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labe
     (unweighted mean over the classes that occur in the labels or predictions) and `f1_micro`
     are reported for every classification head.
     """
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-
-    metrics = {"accuracy": float(accuracy_score(labels, predictions))}
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    classes, encoded = np.unique(np.concatenate([labels, predictions]), return_inverse=True)  # sklearn's label union
+    truth, guess = encoded[: len(labels)], encoded[len(labels) :]
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)  # [true class, predicted class]
+    np.add.at(confusion, (truth, guess), 1)
+    tp, true_sum, pred_sum = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    metrics = {"accuracy": float(np.average(labels == predictions))}
     if num_labels == 2:
-        metrics["f1"] = float(f1_score(labels, predictions, average="binary", pos_label=1, zero_division=0))
-    metrics["f1_macro"] = float(f1_score(labels, predictions, average="macro", zero_division=0))
-    metrics["f1_micro"] = float(f1_score(labels, predictions, average="micro", zero_division=0))
-    metrics["mcc"] = float(matthews_corrcoef(labels, predictions))
+        positive = np.flatnonzero(classes == 1)
+        metrics["f1"] = float(_f1(tp[positive], true_sum[positive], pred_sum[positive])[0]) if len(positive) else 0.0
+    metrics["f1_macro"] = float(np.average(_f1(tp, true_sum, pred_sum)))
+    metrics["f1_micro"] = float(_f1(tp.sum(keepdims=True), true_sum.sum(keepdims=True), pred_sum.sum(keepdims=True))[0])
+    metrics["mcc"] = _mcc(confusion)
     return metrics
+
+
+def _f1(tp: np.ndarray, true_sum: np.ndarray, pred_sum: np.ndarray) -> np.ndarray:
+    """sklearn's F-score with beta 1: (1 + b^2) tp / (b^2 true + predicted), 0 where nothing is true or predicted."""
+    denominator = 1.0 * true_sum.astype(np.float64) + pred_sum.astype(np.float64)
+    numerator = 2.0 * tp.astype(np.float64)
+    scores = np.zeros_like(numerator)
+    np.divide(numerator, denominator, out=scores, where=denominator != 0)
+    return scores
+
+
+def _mcc(confusion: np.ndarray) -> float:
+    """Matthews' correlation of a multi-class confusion matrix, as sklearn's matthews_corrcoef computes it."""
+    t_sum = confusion.sum(axis=1, dtype=np.float64)
+    p_sum = confusion.sum(axis=0, dtype=np.float64)
+    n_correct = np.trace(confusion, dtype=np.float64)
+    n_samples = p_sum.sum()
+    cov_ytyp = n_correct * n_samples - np.dot(t_sum, p_sum)
+    cov_ypyp = n_samples**2 - np.dot(p_sum, p_sum)
+    cov_ytyt = n_samples**2 - np.dot(t_sum, t_sum)
+    product = cov_ypyp * cov_ytyt
+    return 0.0 if product == 0 else float(cov_ytyp / np.sqrt(product))
 
 
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
