@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_import_cycles import _type_checking, module_names
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "workbench"
 
@@ -99,21 +101,7 @@ def test_data_imports_nothing_above_it_at_any_scope():
 
 # --- import cycles ---------------------------------------------------------------------------------
 
-
-def module_names() -> dict[str, Path]:
-    names = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        names[".".join(parts)] = path
-    return names
-
-
-def _type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
+# module_names and _type_checking are tests/test_import_cycles.py's (which counts every import, at any scope)
 
 
 def _module_scope(body: list[ast.stmt]):  # type: ignore[no-untyped-def]
@@ -136,7 +124,7 @@ def _module_scope(body: list[ast.stmt]):  # type: ignore[no-untyped-def]
 
 def top_level_imports() -> dict[str, set[str]]:
     """workbench module -> the workbench modules it imports at module scope."""
-    modules = module_names()
+    modules = module_names(ROOT)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]

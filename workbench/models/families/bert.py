@@ -35,9 +35,9 @@ class BertAdapter(HeadAdapter):
         dense = parent_output_dense(module, parent)
         if projections is None or dense is None:
             return None
-        adapter = cls(module, dense, int_attribute(module, "attention_head_size") or head_dim)
+        adapter = cls(module, dense, int_attribute(module, "attention_head_size") or head_dim or 0)
         adapter.q, adapter.k, adapter.v = projections
-        return adapter
+        return adapter if adapter.head_dim else None
 
     def slices(self) -> list[HeadSlices]:
         into = [piece for layer in (self.q, self.k, self.v) for piece in heads_along_outputs(layer, query_features)]

@@ -5,23 +5,13 @@ output projection `attention.output.dense`, and per-head relative-position proje
 from __future__ import annotations
 
 from workbench.models.families.base import heads_along_outputs, linears, query_features
-from workbench.models.families.bert import BertAdapter, parent_output_dense
+from workbench.models.families.bert import BertAdapter
 
 
 class DebertaV2Adapter(BertAdapter):
     layout = "deberta-v2"
     NAMES = ("query_proj", "key_proj", "value_proj")
     min_heads = 1  # its transpose_for_scores views (..., heads, -1): ambiguous with no head
-
-    @classmethod
-    def build(cls, module, parent, head_dim):
-        projections = linears(module, cls.NAMES)
-        dense = parent_output_dense(module, parent)
-        if projections is None or dense is None:
-            return None
-        adapter = cls(module, dense, int(getattr(module, "attention_head_size", 0) or head_dim or 0))
-        adapter.q, adapter.k, adapter.v = projections
-        return adapter if adapter.head_dim else None
 
     def slices(self):
         relative = [
