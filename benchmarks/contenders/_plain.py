@@ -13,8 +13,8 @@ import time
 STARTED = time.perf_counter()  # this module is imported first: the script's imports are timed from here
 
 
-def read_rows(path: str, limit: int) -> tuple[list[str], list[int]]:
-    """The first `limit` rows of a GLUE TSV (sentence<TAB>label, quotes are text)."""
+def read_rows(path: str, limit: int | None) -> tuple[list[str], list[int]]:
+    """The first `limit` rows (None: all) of a GLUE TSV (sentence<TAB>label, quotes are text)."""
     sentences, labels = [], []
     with open(path, encoding="utf-8") as handle:
         next(handle)
