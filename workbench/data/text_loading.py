@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.data.columns import ArrowColumns
-from workbench.data.files import is_missing_text, layout_for
+from workbench.data.files import FLOAT, INTEGER, is_missing_text, layout_for
 from workbench.data.loaded import LoadedDataset
 from workbench.data.spec_files import (
     NA_HINT,
@@ -96,8 +96,6 @@ def _by_hand_file(spec: DatasetSpec, base_dir: Path, kind: DatasetKind) -> str |
 
 def _columns_from_scan(found: Any) -> dict[str, list[Any]] | None:
     """The columns of a scanned file (`FileScan` with its cells) as the csv builder types them, or None."""
-    from workbench.data.files import INTEGER
-
     names = found.columns
     if len(set(names)) != len(names) or any(not name.strip() for name in names):
         return None  # pandas renames them (a.1, Unnamed: 0)
@@ -125,8 +123,6 @@ def _columns_from_scan(found: Any) -> dict[str, list[Any]] | None:
 
 
 def _number_like(cell: str) -> bool:
-    from workbench.data.files import FLOAT, INTEGER
-
     text = cell.strip()
     return bool(FLOAT.fullmatch(text) or INTEGER.fullmatch(text))
 
